@@ -1,0 +1,13 @@
+"""minihbt: a minimal reference implementation of hybrid batch training for multilingual retrieval.
+
+Elmahdy, Lin, Ahmad, "Synergistic Approach for Simultaneous Optimization of Monolingual,
+Cross-lingual, and Multilingual Information Retrieval" (arXiv 2408.10536).
+"""
+__version__ = "0.1.0"
+
+
+def load_encoder(name_or_dir: str, device: str = "cpu"):
+    """A `TextEncoder` for a manifest model name (e.g. "e5-small") or a Hugging Face directory."""
+    from minihbt.encoder import load_encoder as _load  # keep `import minihbt` free of torch
+
+    return _load(name_or_dir, device=device)
