@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -92,7 +93,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a command-line `main`; a `UserError` becomes one line on stderr and exit code 2."""
+    """Run a command-line `main`; a `UserError` becomes one line on stderr and exit code 2,
+    and a warning one line `warning: ...` (no source line: it is news for a user, not a developer)."""
+    warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
     try:
         code = main(argv)
     except UserError as e:

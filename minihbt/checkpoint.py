@@ -1,0 +1,109 @@
+"""Training checkpoints: a model directory plus everything a resumed run needs to continue exactly.
+
+A checkpoint is one directory, written as a whole (`atomic_dir`), so a crash or a NaN stop
+never leaves a half-written one where the last good one was:
+
+    config.json, model.safetensors, tokenizer.json, minihbt.json, ...   TextEncoder.save: a Hugging
+        Face model directory (load_encoder, transformers, sentence-transformers read it);
+        minihbt.json carries the provenance below
+    trainer.json      readable: step, full training config, provenance, sampler state,
+                      python and numpy global RNG states
+    trainer.pt        tensors: AdamW state (moments, step counts) and the torch RNG states
+
+Exact resumption needs all of it: the weights and the AdamW moments, the step (the learning
+rate is a pure function of it, so there is no separate scheduler object to save), the sampler's
+generator (the next batches), and the torch CPU (and CUDA) RNG state, which draws the dropout
+masks. Python's and numpy's global generators are not used by training; they are saved too so
+that code added later cannot silently break resumption.
+
+Provenance (also in minihbt.json, read by eval.py's zero-shot guard): train_data (dataset names
+or directories), langs, sampler, steps, base_model (+ its fingerprint and own provenance if it was
+itself trained by minihbt), data fingerprints, code_version {minihbt, git}.
+"""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .files import UserError, atomic_dir, atomic_write_json
+
+TRAINER_JSON, TRAINER_PT = "trainer.json", "trainer.pt"
+
+
+def code_version() -> dict:
+    """The minihbt version and, when run from a git checkout, its commit (+ "-dirty")."""
+    from . import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = None, ""
+    return {"minihbt": __version__, "git": sha and sha + ("-dirty" if dirty else "")}
+
+
+def rng_states() -> dict:
+    """Global RNG states: torch (tensors, for trainer.pt) and python / numpy (plain data, for JSON)."""
+    version, mt, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    np_state["state"]["key"] = np_state["state"]["key"].tolist()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": [version, list(mt), gauss],
+        "numpy": np_state,
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    version, mt, gauss = states["python"]
+    random.setstate((version, tuple(mt), gauss))
+    np_state = dict(states["numpy"])
+    np_state["state"] = dict(np_state["state"], key=np.array(np_state["state"]["key"], dtype=np.uint32))
+    np.random.set_state(np_state)
+
+
+def save_checkpoint(path: str | Path, encoder, optimizer: torch.optim.Optimizer, sampler, step: int,
+                    config: dict, provenance: dict) -> Path:
+    """Write the checkpoint directory `path` atomically (replacing an older one)."""
+    rng = rng_states()
+    with atomic_dir(path) as tmp:
+        encoder.save(tmp, provenance=provenance)
+        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": rng["torch"], "cuda_rng": rng["cuda"]},
+                   tmp / TRAINER_PT)
+        atomic_write_json(tmp / TRAINER_JSON, {
+            "step": step,
+            "config": config,
+            "provenance": provenance,
+            "sampler": sampler.state_dict(),
+            "python_rng": rng["python"],
+            "numpy_rng": rng["numpy"],
+        })
+    return Path(path)
+
+
+def load_trainer_state(path: str | Path) -> dict:
+    """The trainer part of a checkpoint: trainer.json's fields plus "optimizer" and "rng"."""
+    path = Path(path)
+    if not (path / TRAINER_JSON).is_file() or not (path / TRAINER_PT).is_file():
+        raise UserError(f"--resume {path}: not a training checkpoint (expected {TRAINER_JSON} and {TRAINER_PT})")
+    try:
+        state = json.loads((path / TRAINER_JSON).read_text())
+        tensors = torch.load(path / TRAINER_PT, map_location="cpu", weights_only=True)
+    except (json.JSONDecodeError, RuntimeError, OSError) as e:
+        raise UserError(f"--resume {path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    state["optimizer"] = tensors["optimizer"]
+    state["rng"] = {"torch": tensors["torch_rng"], "cuda": tensors["cuda_rng"],
+                    "python": state.pop("python_rng"), "numpy": state.pop("numpy_rng")}
+    return state
