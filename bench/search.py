@@ -11,7 +11,6 @@ Last line: {"name": "search_topk", "minihbt": s, "faiss": s, "ratio_faiss": mini
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import faiss
@@ -19,16 +18,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import best_of  # noqa: E402  (bench/ is on sys.path when run as a script)
 from minihbt import search  # noqa: E402
-
-
-def best_of(fn, repeat: int):
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
 
 
 def main():
