@@ -27,7 +27,6 @@ atomically, so a second run (or a run on a subset of languages) encodes nothing.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import math
@@ -42,7 +41,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minihbt import data, metrics, search
-from minihbt.files import UserError, atomic_write_bytes, atomic_write_json, run_cli
+from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, atomic_write_json, run_cli
 
 
 @dataclass
@@ -270,7 +269,7 @@ def run(cfg: EvalConfig, encoder=None) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> EvalConfig:
-    p = argparse.ArgumentParser(prog="python eval.py", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python eval.py", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", required=True, help="xquad-r, mlqa-r, or a directory of <lang>.json LAReQA files")
     p.add_argument("--model", default="e5-small", help="manifest model name or model directory (default e5-small)")
     p.add_argument("--langs", nargs="+", help="languages to evaluate, space- or comma-separated (default: all)")

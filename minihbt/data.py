@@ -28,7 +28,6 @@ Contract
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -44,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from minihbt.files import UserError, atomic_write_json, publish, run_cli, sha256_file
+from minihbt.files import ArgumentParser, UserError, atomic_write_json, publish, run_cli, sha256_file
 
 MANIFEST_PATH = Path(__file__).resolve().parent.parent / "data_manifest.json"
 LANGS = {
@@ -370,8 +369,8 @@ def stats(name_or_dir: str, langs: Sequence[str] | None = None) -> dict[str, dic
 # ----------------------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minihbt.data", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = ArgumentParser(prog="python -m minihbt.data", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{fetch,stats}")
     f = sub.add_parser("fetch", help="fetch and verify an artifact of data_manifest.json (or all)")
     f.add_argument("name")
     s = sub.add_parser("stats", help="per-language counts of a LAReQA dataset")

@@ -10,6 +10,7 @@ Contract
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -24,6 +25,13 @@ from typing import Callable, Iterator
 
 class UserError(Exception):
     """A one-line, user-facing error: name the file, field or flag and what was expected."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are `UserError`s: one line and exit 2, like any bad input."""
+
+    def error(self, message: str):
+        raise UserError(message)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
