@@ -1,0 +1,237 @@
+"""Reproduce the paper's comparison at small scale: X-X vs X-Y vs hybrid batches.
+
+    python reproduce.py                      # train xx, xy, hybrid on XQuAD-R; evaluate on MLQA-R
+    python reproduce.py --swap               # also train on MLQA-R and evaluate on XQuAD-R
+    python reproduce.py --seeds 0,1,2        # several seeds: tables show the mean and the spread
+    python reproduce.py --report             # only rebuild docs/RESULTS.md tables and the figure
+
+Claim under test (Elmahdy et al., arXiv 2408.10536, sections 5-6): X-X batches are best
+monolingually, X-Y best cross-lingually, and hybrid batches match or beat both in every setting
+while lowering language bias (rank distance). Every model starts from the same pretrained
+encoder and is trained with the same budget, batch size and seed(s) by `train.py` on the paper's
+nine training languages (el, vi unseen); each is then evaluated zero-shot by `eval.py` on the
+other dataset (XQuAD-R and MLQA-R share no contexts), next to the untrained model.
+
+Nothing is done twice: a run whose checkpoint has reached the last step is not retrained (a
+stopped one is resumed with `train.py --resume`), and an evaluation whose JSON exists is not
+redone. Runs go to `runs/reproduce/`, results to `docs/results/*.json`; the tables between the
+markers in `docs/RESULTS.md` and `docs/results.png` are built from those JSON files alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "docs" / "results"
+SAMPLERS = ("xx", "xy", "hybrid")
+LABELS = {"zero-shot": "zero-shot", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid"}
+# The paper's Table 1 (XLM-R, hybrid batches), mAP mono / cross / multi.
+PAPER = {"xquad-r": (0.798, 0.705, 0.593), "mlqa-r": (0.648, 0.623, 0.512)}
+BEGIN, END = "<!-- reproduce.py: tables begin -->", "<!-- reproduce.py: tables end -->"
+
+
+def sh(cmd: list[str]) -> None:
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        raise UserError(f"command failed: {' '.join(cmd)}")
+
+
+def trained_step(ckpt: Path) -> int:
+    state = ckpt / "trainer.json"
+    return json.loads(state.read_text())["step"] if state.is_file() else 0
+
+
+def result_path(eval_data: str, model: str) -> Path:
+    return RESULTS / f"{eval_data}__{model}.json"
+
+
+def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, args) -> None:
+    name = f"{train_data}-{sampler}-s{seed}"
+    out = ROOT / "runs" / "reproduce" / name
+    ckpt = out / "checkpoint"
+    step = trained_step(ckpt)
+    if step == 0:
+        sh([sys.executable, "train.py", "--sampler", sampler, "--train-data", train_data, "--seed", str(seed),
+            "--batch-size", str(args.batch_size), "--max-steps", str(args.max_steps), "--out", str(out)])
+    elif step < args.max_steps:
+        sh([sys.executable, "train.py", "--resume", str(ckpt)])
+    res = result_path(eval_data, name)
+    if not res.is_file():
+        sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(ckpt), "--out", str(res)])
+
+
+def reproduce(args) -> None:
+    pairs = [("xquad-r", "mlqa-r")] + ([("mlqa-r", "xquad-r")] if args.swap else [])
+    for train_data, eval_data in pairs:
+        zero = result_path(eval_data, "zero-shot")
+        if not zero.is_file():
+            sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", "e5-small", "--out", str(zero)])
+        for seed in args.seeds:
+            for sampler in SAMPLERS:
+                t0 = time.time()
+                train_and_eval(train_data, eval_data, sampler, seed, args)
+                print(f"{train_data}-{sampler}-s{seed}: {time.time() - t0:.0f} s", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- report
+
+def load_results() -> dict[tuple[str, str, str], list[dict]]:
+    """{(eval dataset, model label, training dataset): [result per seed]} from docs/results/*.json."""
+    found: dict[tuple[str, str, str], list[dict]] = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        eval_data, model = path.stem.split("__")
+        m = re.fullmatch(r"(?P<train>.+)-(?P<sampler>xx|xy|hybrid)-s(?P<seed>\d+)", model)
+        key = (eval_data, "zero-shot", "") if model == "zero-shot" else (eval_data, m["sampler"], m["train"])
+        found.setdefault(key, []).append(json.loads(path.read_text()))
+    return found
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
+
+
+def fmt(values: list[float], digits: int = 3) -> str:
+    m, sd = mean_sd(values)
+    return f"{m:.{digits}f}" + (f" ± {sd:.{digits}f}" if len(values) > 1 else "")
+
+
+def tables(found) -> str:
+    out = []
+    for eval_data in sorted({k[0] for k in found}, reverse=True):
+        rows = [(label, train, runs) for (e, label, train), runs in found.items() if e == eval_data]
+        rows.sort(key=lambda r: list(LABELS).index(r[0]))
+        langs = rows[0][2][0]["langs"]
+        n = {len(runs) for _, _, runs in rows if _ != "zero-shot"} or {1}
+        seeds = f"{max(n)} seed(s)" if max(n) > 1 else "1 seed"
+        out.append(f"### Evaluated on {eval_data} ({', '.join(langs)}), {seeds}\n")
+        out.append("mAP per setting (macro means), mean rank distance (lower: less language bias), "
+                   "R@1 mono / cross, R@10 multi.\n")
+        out.append("| model | trained on | mono mAP | cross mAP | multi mAP | rank distance | mono R@1 | cross R@1 | multi R@10 |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for label, train, runs in rows:
+            cells = [fmt([r["map"][s]["mean"] for r in runs]) for s in ("mono", "cross", "multi")]
+            cells.append(fmt([r["rank_distance"]["mean"] for r in runs], 1))
+            cells += [fmt([r["recall"][k]["mean"] for r in runs]) for k in ("mono@1", "cross@1", "multi@10")]
+            out.append(f"| {LABELS[label]} (e5-small) | {train or '-'} | " + " | ".join(cells) + " |")
+        p = PAPER[eval_data]
+        out.append(f"| paper, hybrid (XLM-R, Table 1) | their training data | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | | | | |\n")
+        for setting, field in (("mono", "per_lang"), ("multi", "per_lang")):
+            out.append(f"{setting} mAP per language:\n")
+            out.append("| model | " + " | ".join(langs) + " |")
+            out.append("|---|" + "---|" * len(langs))
+            for label, _, runs in rows:
+                out.append(f"| {LABELS[label]} | " + " | ".join(
+                    fmt([r["map"][setting][field][l] for r in runs]) for l in langs) + " |")
+            out.append("")
+        out.append("cross mAP per query language (mean over its candidate languages):\n")
+        out.append("| model | " + " | ".join(langs) + " |")
+        out.append("|---|" + "---|" * len(langs))
+        for label, _, runs in rows:
+            out.append(f"| {LABELS[label]} | " + " | ".join(fmt([query_mean(r["map"]["cross"]["per_pair"], l) for r in runs])
+                                                          for l in langs) + " |")
+        out.append("\nrank distance per query language:\n")
+        out.append("| model | " + " | ".join(langs) + " |")
+        out.append("|---|" + "---|" * len(langs))
+        for label, _, runs in rows:
+            out.append(f"| {LABELS[label]} | " + " | ".join(fmt([r["rank_distance"]["per_lang"][l] for r in runs], 1)
+                                                          for l in langs) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def query_mean(per_pair: dict, x: str) -> float:
+    vals = [v for k, v in per_pair.items() if k.split("-")[0] == x and v is not None]
+    return sum(vals) / len(vals)
+
+
+def figure(found, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[plot]'): figure skipped", file=sys.stderr)
+        return
+    eval_data = "mlqa-r" if any(k[0] == "mlqa-r" for k in found) else sorted(found)[0][0]
+    rows = sorted([(l, runs) for (e, l, _), runs in found.items() if e == eval_data],
+                  key=lambda r: list(LABELS).index(r[0]))
+    fig, (ax, hx) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 1.1]})
+    settings = ("mono", "cross", "multi")
+    width = 0.8 / len(rows)
+    for i, (label, runs) in enumerate(rows):
+        means = [mean_sd([r["map"][s]["mean"] for r in runs])[0] for s in settings]
+        ax.bar(np.arange(3) + i * width, means, width, label=LABELS[label])
+    ax.set_xticks(np.arange(3) + width * (len(rows) - 1) / 2, [f"{s} mAP" for s in settings])
+    ax.set_title(f"e5-small on {eval_data}: mAP per setting")
+    ax.legend()
+    hybrid = dict(rows).get("hybrid")
+    if hybrid:
+        r = hybrid[0]
+        langs = r["langs"]
+        grid = np.array([[r["map"]["mono"]["per_lang"][x] if x == y else
+                          (r["map"]["cross"]["per_pair"][f"{x}-{y}"] or np.nan) for y in langs] for x in langs])
+        im = hx.imshow(grid, cmap="viridis")
+        hx.set_xticks(range(len(langs)), langs)
+        hx.set_yticks(range(len(langs)), langs)
+        hx.set_xlabel("candidate language")
+        hx.set_ylabel("query language")
+        for i in range(len(langs)):
+            for j in range(len(langs)):
+                hx.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+        hx.set_title("hybrid model: mAP by language pair (first seed)")
+        fig.colorbar(im, ax=hx)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def report() -> None:
+    found = load_results()
+    if not found:
+        raise UserError(f"no results in {RESULTS}: run python reproduce.py first")
+    doc = ROOT / "docs" / "RESULTS.md"
+    text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        raise UserError(f"{doc}: the markers {BEGIN} / {END} are missing")
+    head, rest = text.split(BEGIN, 1)
+    text = head + BEGIN + "\n" + tables(found) + "\n" + END + rest.split(END, 1)[1]
+    atomic_write_bytes(doc, text.encode())
+    print(f"wrote {doc}", file=sys.stderr)
+    figure(found, ROOT / "docs" / "results.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--swap", action="store_true", help="also train on mlqa-r and evaluate on xquad-r")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (0)")
+    p.add_argument("--max-steps", type=int, default=None, help="training steps per run (train.py's default)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size per run (train.py's default)")
+    p.add_argument("--report", action="store_true", help="only rebuild the tables and the figure")
+    args = p.parse_args(argv)
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        raise UserError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    if not args.report:
+        from train import TrainConfig  # the budget is train.py's default unless given
+
+        d = TrainConfig()
+        args.max_steps = args.max_steps or d.max_steps
+        args.batch_size = args.batch_size or d.batch_size
+        reproduce(args)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
