@@ -3,6 +3,8 @@
     python train.py --sampler hybrid                      # e5-small on XQuAD-R, ~13 min on 2 CPU cores
     python train.py --sampler xx --show-batches 5         # print what the sampler draws, train nothing
     python train.py --resume runs/hybrid/checkpoint       # continue a stopped run exactly
+    torchrun --nproc_per_node 4 train.py --sampler hybrid --device cuda --batch-size 128 ...
+                                                          # data parallel; see docs "Scaling up"
 
 Each step: the sampler draws B parallel groups and a (query, passage) language pair per example
 (X-X, X-Y or hybrid), the shared encoder embeds the B questions and their B answer sentences,
@@ -21,17 +23,25 @@ step on a 2-core CPU with e5-small, so about 11-13 minutes plus three checkpoint
 (weights and AdamW moments); see bench/README.md. The paper's scale is
     python train.py --sampler hybrid --model DIR --batch-size 100 --max-steps N
 with DIR an XLM-R or LaBSE Hugging Face directory and N chosen for the epochs wanted.
+Bigger batches than one device holds: --grad-cache-chunk K and/or several processes under
+torchrun (minihbt/parallel.py); both compute the loss of the whole global batch, every query
+against every passage. --device cuda trains with bf16 autocast (the loss in fp32), --compile
+adds torch.compile. The device is cpu unless --device cuda is given, so that one command gives
+the same numbers on every machine.
 
 Outputs in --out (default runs/<sampler>): `checkpoint/` (a model directory that load_encoder,
 eval.py and transformers read, plus the trainer state; replaced atomically every --save-every
 steps and at the end) and `log.jsonl` (one line per step with the exact loss).
 A NaN or infinite loss stops the run before the update, leaving the last checkpoint as it was.
+Under torchrun only rank 0 logs and writes checkpoints; a run resumes with as many processes.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -41,10 +51,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minihbt import load_encoder
-from minihbt.checkpoint import code_version, load_trainer_state, save_checkpoint, set_rng_states
+from minihbt import load_encoder, parallel
+from minihbt.checkpoint import code_version, load_trainer_state, rng_states, save_checkpoint, set_rng_states
 from minihbt.data import LANGS, TRAIN_LANGS, dataset_fingerprint, load_groups
-from minihbt.files import UserError, atomic_write_bytes, run_cli
+from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
 from minihbt.loss import DEFAULT_TEMPERATURE, info_nce
 from minihbt.sampler import SAMPLERS, Batch, HybridSampler
 
@@ -65,6 +75,9 @@ class TrainConfig:
     max_len_passage: int = 128
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
+    grad_cache_chunk: int = 0        # examples per forward with GradCache; 0: the whole batch at once
+    device: str = "cpu"
+    compile: bool = False
 
     def __post_init__(self):
         if self.warmup is None:
@@ -76,6 +89,7 @@ class TrainConfig:
             ("--max-len-query", self.max_len_query, self.max_len_query >= 3),
             ("--max-len-passage", self.max_len_passage, self.max_len_passage >= 3),
             ("--temperature", self.temperature, self.temperature > 0),
+            ("--grad-cache-chunk", self.grad_cache_chunk, self.grad_cache_chunk >= 0),
         ]:
             if not ok:
                 raise UserError(f"{flag}: invalid value {value}")
@@ -83,11 +97,6 @@ class TrainConfig:
 
 # Flags that may change when resuming: where to write and how often, not what is trained.
 RUN_FLAGS = ("out", "resume", "show_batches", "save_every", "log_every")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line through run_cli, like every other bad input
-        raise UserError(message)
 
 
 def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
@@ -112,6 +121,10 @@ def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
     p.add_argument("--max-len-passage", type=int, help=f"passage tokens ({d.max_len_passage})")
     p.add_argument("--temperature", type=float, help=f"InfoNCE temperature ({d.temperature})")
     p.add_argument("--seed", type=int, help=f"seeds the sampler and dropout ({d.seed})")
+    p.add_argument("--grad-cache-chunk", type=int, metavar="K",
+                   help="GradCache: embed K examples at a time, same gradients as the whole batch (off)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help=f"cuda: bf16 autocast, one GPU per process ({d.device})")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder (off)")
     p.add_argument("--out", help="output directory (runs/<sampler>; with --resume: the checkpoint's parent)")
     p.add_argument("--resume", help="a checkpoint directory to continue from, with its stored config")
     p.add_argument("--show-batches", type=int, metavar="N", help="print N batches as JSON lines and exit")
@@ -161,17 +174,53 @@ def batch_texts(batch: Batch, groups: dict) -> tuple[list[str], list[str]]:
     return queries, passages
 
 
-def loss_and_backward(encoder, queries: list[str], passages: list[str], cfg: TrainConfig) -> torch.Tensor:
-    """One batch's InfoNCE loss, with its gradients accumulated into the encoder's parameters.
+def make_embed(encoder, cfg: TrainConfig):
+    """tokenised batch -> (n, H) embeddings. On CUDA the encoder runs under bf16 autocast and the
+    embeddings come back in fp32, so the loss's scores and softmax are fp32."""
+    embed = encoder.model.embed
+    if cfg.compile:
+        if cfg.grad_cache_chunk:
+            # Inductor draws its own dropout masks; GradCache's second forward must redraw pass 1's,
+            # which eager dropout does from the replayed RNG state.
+            import torch._inductor.config
+            torch._inductor.config.fallback_random = True
+        # The method, not the module, is compiled: encoder.model stays the plain module that
+        # checkpoints save (no "_orig_mod." prefixes). Padded lengths vary: dynamic shapes.
+        embed = torch.compile(embed, dynamic=True)
+    if encoder.device.type != "cuda":
+        return lambda x: embed(**x)
 
-    Kept apart from the loop so that data-parallel training (all-gathered passages, `offset`)
-    and gradient caching can replace exactly this part.
+    def embed_bf16(x):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return embed(**x).float()
+    return embed_bf16
+
+
+def loss_and_backward(encoder, embed, queries: list[str], passages: list[str], cfg: TrainConfig,
+                      world: parallel.World = parallel.SINGLE, hard_negatives: list[str] | None = None) -> torch.Tensor:
+    """This rank's InfoNCE loss, with its gradients accumulated into the encoder's parameters.
+
+    queries, passages: this rank's shard of the global batch (b each). hard_negatives: passages
+    that are negatives for every query (train.py draws none; tests inject them). Passages and
+    hard negatives of all ranks are gathered, so each query sees the whole global batch
+    (minihbt/parallel.py derives the layout and the gradient scaling).
     """
-    q = encoder.model.embed(**encoder.tokenize(queries, "query", cfg.max_len_query))         # (B, H)
-    p = encoder.model.embed(**encoder.tokenize(passages, "passage", cfg.max_len_passage))    # (B, H)
-    loss = info_nce(q, p, cfg.temperature)
-    loss.backward()
-    return loss
+    b = len(queries)
+
+    def loss_of(q, p, h=None):  # this rank's (b, H), (b, H), (m, H)
+        h = None if h is None else parallel.gather(h, world)                       # (W*m, H)
+        return info_nce(q, parallel.gather(p, world), cfg.temperature, h, offset=world.rank * b)
+
+    texts = [(queries, "query", cfg.max_len_query), (passages, "passage", cfg.max_len_passage)]
+    if hard_negatives:
+        texts.append((hard_negatives, "passage", cfg.max_len_passage))
+    if not cfg.grad_cache_chunk:
+        loss = loss_of(*[embed(encoder.tokenize(t, kind, n)) for t, kind, n in texts])
+        loss.backward()
+        return loss
+    k = cfg.grad_cache_chunk
+    chunks = [[encoder.tokenize(t[i:i + k], kind, n) for i in range(0, len(t), k)] for t, kind, n in texts]
+    return parallel.grad_cache(embed, chunks, loss_of, encoder.device)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -201,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     given, run = parse_args(argv)
     state = None
     if run["resume"]:
-        state = load_trainer_state(run["resume"])
+        state = load_trainer_state(run["resume"], rank=int(os.environ.get("RANK", "0")))
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise UserError(f"--resume continues the stored run with its own config; remove {flags}")
@@ -213,6 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(**given)
         out = Path(run["out"] or f"runs/{cfg.sampler}")
 
+    n_procs = parallel.env_world_size()
+    if cfg.batch_size % n_procs:
+        raise UserError(f"--batch-size {cfg.batch_size}: the global batch must split evenly over the "
+                        f"{n_procs} processes (a multiple of {n_procs})")
+    if state is not None and state["world_size"] != n_procs:
+        raise UserError(f"--resume: the checkpoint was written by {state['world_size']} processes, this run has "
+                        f"{n_procs}; resume with as many (each one's dropout RNG state is stored)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch")
     langs = training_langs(cfg)
     groups = {name: load_groups(name, langs[name]) for name in cfg.train_data}  # {dataset: {qid: {lang: Example}}}
     sampler = HybridSampler(groups, cfg.langs, cfg.batch_size, cfg.sampler, cfg.alpha, cfg.seed)
@@ -228,13 +286,27 @@ def main(argv: list[str] | None = None) -> int:
                               "pairs": [list(p) for p in b.pairs], "groups": b.groups}, ensure_ascii=False))
         return 0
 
-    check_writable(out)
+    world = parallel.init(cfg.device)
+    try:
+        return train(cfg, run, state, sampler, groups, langs, out, start, world)
+    finally:
+        parallel.finish(world)
+
+
+def train(cfg: TrainConfig, run: dict, state: dict | None, sampler: HybridSampler, groups: dict,
+          langs: dict, out: Path, start: int, world: parallel.World) -> int:
+    lead = world.rank == 0  # the one rank that logs and writes checkpoints
+    if lead:
+        check_writable(out)
     ckpt_dir, log_path = out / "checkpoint", out / "log.jsonl"
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    encoder = load_encoder(run["resume"] or cfg.model)
+    # Each rank its own dropout masks (rank 0 those of a one-process run); the sampler's seed is shared.
+    torch.manual_seed(cfg.seed + world.rank)
+    device = f"cuda:{world.local_rank}" if cfg.device == "cuda" else "cpu"
+    encoder = load_encoder(run["resume"] or cfg.model, device=device)
     encoder.model.train()  # dropout on, as in BERT fine-tuning; its masks come from the torch RNG
+    embed = make_embed(encoder, cfg)
     optimizer = make_optimizer(encoder.model, cfg)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -243,10 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         for n in cfg.train_data:
             if dataset_fingerprint(n, langs[n]) != provenance["data_fingerprints"][n]:
                 raise UserError(f"--resume: training data {n} changed since the checkpoint; batches would differ")
-        # The log keeps only the steps that led to this checkpoint.
-        kept = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] <= start] \
-            if log_path.is_file() else []
-        atomic_write_bytes(log_path, "".join(l + "\n" for l in kept).encode())
+        if lead:  # the log keeps only the steps that led to this checkpoint
+            kept = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] <= start] \
+                if log_path.is_file() else []
+            atomic_write_bytes(log_path, "".join(l + "\n" for l in kept).encode())
     else:
         base = encoder.meta.get("provenance")
         provenance = {
@@ -256,46 +328,60 @@ def main(argv: list[str] | None = None) -> int:
             **({"base_model_provenance": base} if base else {}),
             "code_version": code_version(),
         }
-        log_path.unlink(missing_ok=True)
+        if lead:
+            log_path.unlink(missing_ok=True)
 
     if start >= cfg.max_steps:
-        print(f"{run['resume']} is already at the last step ({cfg.max_steps}); nothing to do", file=sys.stderr)
+        if lead:
+            print(f"{run['resume']} is already at the last step ({cfg.max_steps}); nothing to do", file=sys.stderr)
         return 0
-    print(f"train: {cfg.sampler} (alpha {cfg.alpha}) on {','.join(cfg.train_data)} [{','.join(cfg.langs)}], "
-          f"model {cfg.model}, batch {cfg.batch_size}, steps {start + 1}..{cfg.max_steps}, out {out}", file=sys.stderr)
+    if lead:
+        print(f"train: {cfg.sampler} (alpha {cfg.alpha}) on {','.join(cfg.train_data)} [{','.join(cfg.langs)}], "
+              f"model {cfg.model}, batch {cfg.batch_size}" + (f" over {world.size} processes" if world.size > 1 else "")
+              + f", steps {start + 1}..{cfg.max_steps}, out {out}", file=sys.stderr)
     t0, last_saved = time.perf_counter(), start
-    with open(log_path, "a") as log:
+    with open(log_path, "a") if lead else contextlib.nullcontext() as log:
         for step in range(start + 1, cfg.max_steps + 1):
-            batch = next(sampler)
+            batch = next(sampler)  # the same global batch on every rank
             queries, passages = batch_texts(batch, groups)
             lr = lr_at(step, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            loss = loss_and_backward(encoder, queries, passages, cfg).item()
+            loss = loss_and_backward(encoder, embed, parallel.shard(queries, world), parallel.shard(passages, world),
+                                     cfg, world)
+            loss = parallel.mean(loss, world)  # the global batch's loss, the same on every rank
             if not math.isfinite(loss):
                 where = f"{ckpt_dir} (step {last_saved}), intact" if last_saved else "none written yet"
                 raise UserError(f"step {step}: loss is {loss}; stopped before the update. "
                                 f"Last good checkpoint: {where}")
+            parallel.average_gradients(encoder.model, world)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
             elapsed = time.perf_counter() - t0
             done = step - start
-            log.write(json.dumps({"step": step, "kind": batch.kind, "dataset": batch.dataset, "loss": loss,
-                                  "lr": lr, "elapsed": round(elapsed, 3)}) + "\n")
-            log.flush()
-            if step == start + 1 or step % run["log_every"] == 0 or step == cfg.max_steps:
+            if lead:
+                log.write(json.dumps({"step": step, "kind": batch.kind, "dataset": batch.dataset, "loss": loss,
+                                      "lr": lr, "elapsed": round(elapsed, 3)}) + "\n")
+                log.flush()
+            if lead and (step == start + 1 or step % run["log_every"] == 0 or step == cfg.max_steps):
                 eta = elapsed / done * (cfg.max_steps - step)
                 print(f"step {step:>5}/{cfg.max_steps} | loss {loss:.4f} | lr {lr:.2e} | "
                       f"{done * cfg.batch_size / elapsed:6.1f} pairs/s | elapsed {hms(elapsed)} | eta {hms(eta)}",
                       file=sys.stderr)
             if step % run["save_every"] == 0 or step == cfg.max_steps:
-                save_checkpoint(ckpt_dir, encoder, optimizer, sampler, step, asdict(cfg), provenance | {"step": step})
+                # Weights, AdamW state and sampler are the same on every rank; the dropout RNG is not.
+                rngs = parallel.gather_objects(rng_states(), world)
+                if lead:
+                    save_checkpoint(ckpt_dir, encoder, optimizer, sampler, step, asdict(cfg),
+                                    provenance | {"step": step}, rngs)
+                parallel.barrier(world)  # no rank runs ahead of (or exits before) the checkpoint
                 last_saved = step
     unseen = [d for d in LANGS if d not in cfg.train_data]
-    print(f"saved {ckpt_dir} (step {cfg.max_steps})"
-          + (f"; evaluate zero-shot: python eval.py --dataset {unseen[0]} --model {ckpt_dir}" if unseen else ""),
-          file=sys.stderr)
+    if lead:
+        print(f"saved {ckpt_dir} (step {cfg.max_steps})"
+              + (f"; evaluate zero-shot: python eval.py --dataset {unseen[0]} --model {ckpt_dir}" if unseen else ""),
+              file=sys.stderr)
     return 0
 
 

@@ -7,14 +7,19 @@ never leaves a half-written one where the last good one was:
         Face model directory (load_encoder, transformers, sentence-transformers read it);
         minihbt.json carries the provenance below
     trainer.json      readable: step, full training config, provenance, sampler state,
-                      python and numpy global RNG states
+                      python and numpy global RNG states, world_size (processes that trained)
     trainer.pt        tensors: AdamW state (moments, step counts) and the torch RNG states
+                      (those of rank 0; under torchrun also "rank_rngs", every rank's)
 
 Exact resumption needs all of it: the weights and the AdamW moments, the step (the learning
 rate is a pure function of it, so there is no separate scheduler object to save), the sampler's
 generator (the next batches), and the torch CPU (and CUDA) RNG state, which draws the dropout
 masks. Python's and numpy's global generators are not used by training; they are saved too so
 that code added later cannot silently break resumption.
+
+Data-parallel runs (minihbt/parallel.py): weights, AdamW state and sampler are identical on
+every rank, so rank 0 writes them for all; the torch RNG states differ (each rank draws its own
+dropout masks), so every rank's is stored and a run resumes with the same number of processes.
 
 Provenance (also in minihbt.json, read by eval.py's zero-shot guard): train_data (dataset names
 or directories), langs, sampler, steps, base_model (+ its fingerprint and own provenance if it was
@@ -75,13 +80,19 @@ def set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, encoder, optimizer: torch.optim.Optimizer, sampler, step: int,
-                    config: dict, provenance: dict) -> Path:
-    """Write the checkpoint directory `path` atomically (replacing an older one)."""
-    rng = rng_states()
+                    config: dict, provenance: dict, rngs: list[dict] | None = None) -> Path:
+    """Write the checkpoint directory `path` atomically (replacing an older one).
+
+    rngs: `rng_states()` of every rank, in rank order (data-parallel runs); None: this process's.
+    """
+    rngs = rngs or [rng_states()]
+    rng = rngs[0]
+    tensors = {"optimizer": optimizer.state_dict(), "torch_rng": rng["torch"], "cuda_rng": rng["cuda"]}
+    if len(rngs) > 1:
+        tensors["rank_rngs"] = [{"torch": r["torch"], "cuda": r["cuda"]} for r in rngs]
     with atomic_dir(path) as tmp:
         encoder.save(tmp, provenance=provenance)
-        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": rng["torch"], "cuda_rng": rng["cuda"]},
-                   tmp / TRAINER_PT)
+        torch.save(tensors, tmp / TRAINER_PT)
         atomic_write_json(tmp / TRAINER_JSON, {
             "step": step,
             "config": config,
@@ -89,12 +100,14 @@ def save_checkpoint(path: str | Path, encoder, optimizer: torch.optim.Optimizer,
             "sampler": sampler.state_dict(),
             "python_rng": rng["python"],
             "numpy_rng": rng["numpy"],
+            "world_size": len(rngs),
         })
     return Path(path)
 
 
-def load_trainer_state(path: str | Path) -> dict:
-    """The trainer part of a checkpoint: trainer.json's fields plus "optimizer" and "rng"."""
+def load_trainer_state(path: str | Path, rank: int = 0) -> dict:
+    """The trainer part of a checkpoint: trainer.json's fields plus "optimizer" and "rng" (the
+    RNG states for process `rank`; python's and numpy's are rank 0's, training does not use them)."""
     path = Path(path)
     if not (path / TRAINER_JSON).is_file() or not (path / TRAINER_PT).is_file():
         raise UserError(f"--resume {path}: not a training checkpoint (expected {TRAINER_JSON} and {TRAINER_PT})")
@@ -104,6 +117,8 @@ def load_trainer_state(path: str | Path) -> dict:
     except (json.JSONDecodeError, RuntimeError, OSError) as e:
         raise UserError(f"--resume {path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     state["optimizer"] = tensors["optimizer"]
-    state["rng"] = {"torch": tensors["torch_rng"], "cuda": tensors["cuda_rng"],
-                    "python": state.pop("python_rng"), "numpy": state.pop("numpy_rng")}
+    state.setdefault("world_size", 1)  # checkpoints from before data-parallel training
+    own = tensors["rank_rngs"][rank] if "rank_rngs" in tensors and rank < state["world_size"] else \
+        {"torch": tensors["torch_rng"], "cuda": tensors["cuda_rng"]}
+    state["rng"] = {**own, "python": state.pop("python_rng"), "numpy": state.pop("numpy_rng")}
     return state

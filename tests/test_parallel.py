@@ -1,0 +1,278 @@
+"""minihbt/parallel.py and its use in train.py: data-parallel steps over processes, GradCache,
+checkpoints and resumption under torchrun. Processes talk over gloo on 127.0.0.1; tiny-bert."""
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import train
+from minihbt import load_encoder, parallel
+from minihbt.files import run_cli
+from minihbt.loss import info_nce
+from minihbt.sampler import HybridSampler
+from test_train import LANGS, TINY_BERT, args, losses, steps, write_lareqa
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return str(write_lareqa(tmp_path_factory.mktemp("lareqa") / "toy"))
+
+
+def without_dropout(dir: Path) -> str:
+    shutil.copytree(TINY_BERT, dir)
+    config = json.loads((dir / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (dir / "config.json").write_text(json.dumps(config))
+    return str(dir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(fn, world_size: int, *fn_args):
+    """Run fn(*fn_args) in `world_size` fresh processes set up as torchrun sets up its workers."""
+    mp.spawn(_worker, args=(world_size, free_port(), fn, fn_args), nprocs=world_size)
+
+
+def _worker(rank, world_size, port, fn, fn_args):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    fn(*fn_args)
+
+
+# --- data parallel == one process -------------------------------------------------------------
+
+def three_steps(model_dir: str, data: str, chunk: int, hard_negatives: bool, out: str | None = None,
+                world: parallel.World = parallel.SINGLE) -> dict:
+    """Three AdamW steps of train.py's step on global batches of 4, in float64, on this process's
+    shard; with hard negatives, 4 passages of groups outside the batch (1 or 2 per rank)."""
+    torch.manual_seed(0)
+    cfg = train.TrainConfig(batch_size=4, lr=1e-3, max_steps=3, warmup=1, grad_cache_chunk=chunk)
+    encoder = load_encoder(model_dir)
+    encoder.model.double().train()  # float64: differences are summation order, ~1e-16, not float32 noise
+    embed = train.make_embed(encoder, cfg)
+    optimizer = train.make_optimizer(encoder.model, cfg)
+    groups = {data: train.load_groups(data, LANGS)}
+    sampler = HybridSampler(groups, LANGS, cfg.batch_size, "hybrid", 0.5, seed=1)
+    logged = []
+    for step in range(1, cfg.max_steps + 1):
+        batch = next(sampler)
+        queries, passages = train.batch_texts(batch, groups)
+        others = sorted(set(groups[data]) - set(batch.groups))[:4]
+        hard = [groups[data][gid][pl].sentence for gid, (_, pl) in zip(others, batch.pairs)] if hard_negatives else []
+        for g in optimizer.param_groups:
+            g["lr"] = train.lr_at(step, cfg)
+        loss = train.loss_and_backward(encoder, embed, parallel.shard(queries, world),
+                                       parallel.shard(passages, world), cfg, world, parallel.shard(hard, world))
+        logged.append(parallel.mean(loss, world))
+        parallel.average_gradients(encoder.model, world)
+        if step == 1:  # AdamW would hide a wrong gradient scale; compare the gradient itself too
+            first_grads = grads(encoder.model)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    result = {"losses": logged, "grads": first_grads, "weights": encoder.model.state_dict()}
+    if out and world.rank == 0:
+        torch.save(result, out)
+    return result
+
+
+def two_ranks(model_dir, data, out):
+    # One process group for both runs: re-creating it on the same port races with its teardown.
+    world = parallel.init("cpu")
+    three_steps(model_dir, data, 0, True, f"{out}-plain.pt", world)
+    three_steps(model_dir, data, 2, True, f"{out}-gradcache.pt", world)  # GradCache over gathered embeddings
+    parallel.finish(world)
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_two_processes_match_one_process(data, tmp_path):
+    model = without_dropout(tmp_path / "tiny-bert")  # the ranks' dropout masks would differ
+    one = three_steps(model, data, 0, hard_negatives=True)
+    spawn(two_ranks, 2, model, data, str(tmp_path / "two"))
+    for variant in ("plain", "gradcache"):
+        two = torch.load(tmp_path / f"two-{variant}.pt")
+        assert two["losses"] == pytest.approx(one["losses"], abs=1e-12), variant
+        assert max_diff(two["grads"], one["grads"]) <= 1e-12, variant
+        assert max_diff(two["weights"], one["weights"]) <= 1e-6, variant
+    # The comparison can fail: the hard negatives are in the loss and move the weights.
+    assert max_diff(three_steps(model, data, 0, hard_negatives=False)["weights"], one["weights"]) > 1e-4
+
+
+# --- GradCache == the whole batch -------------------------------------------------------------
+
+TEXTS = {
+    "query": ["Where does the red cat live?", "Wo lebt die blaue Katze?", "¿Dónde vive el pez?",
+              "Where does the white horse live?", "Wo lebt der Vogel?"],
+    "passage": ["The red cat lives in Paris.", "Die blaue Katze lebt in Rom.", "El pez vive en Oslo.",
+                "The white horse lives in Rome.", "Der Vogel lebt in Oslo."],
+    "hard": ["The green bird lives in Oslo.", "Die rote Katze lebt in Paris.", "La gata blanca vive en Roma."],
+}
+
+
+def grads(model) -> dict:
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def grad_cache_step(encoder, chunk):
+    cfg = train.TrainConfig(grad_cache_chunk=chunk)
+    torch.manual_seed(0)
+    loss = train.loss_and_backward(encoder, train.make_embed(encoder, cfg), TEXTS["query"], TEXTS["passage"], cfg,
+                                   hard_negatives=TEXTS["hard"])
+    out = loss.item(), grads(encoder.model), torch.get_rng_state()
+    encoder.model.zero_grad(set_to_none=True)
+    return out
+
+
+def whole_batch_step(encoder, chunk):
+    """Reference: all chunks embedded with autograd at once (every activation held), one backward."""
+    torch.manual_seed(0)
+    embs = [torch.cat([encoder.model.embed(**encoder.tokenize(t[i:i + chunk], kind, 128))
+                       for i in range(0, len(t), chunk)])
+            for t, kind in [(TEXTS["query"], "query"), (TEXTS["passage"], "passage"), (TEXTS["hard"], "passage")]]
+    loss = info_nce(*embs[:2], hard_negatives=embs[2])
+    loss.backward()
+    out = loss.item(), grads(encoder.model), torch.get_rng_state()
+    encoder.model.zero_grad(set_to_none=True)
+    return out
+
+
+def test_grad_cache_matches_whole_batch_with_dropout(monkeypatch):
+    encoder = load_encoder(TINY_BERT)  # dropout 0.1 on: the masks must be replayed
+    encoder.model.double().train()
+    loss, g, rng = grad_cache_step(encoder, chunk=2)
+    ref_loss, ref_g, ref_rng = whole_batch_step(encoder, chunk=2)  # same chunks, so the same masks
+    assert abs(loss - ref_loss) <= 1e-6
+    assert g.keys() == ref_g.keys() and max_diff(g, ref_g) <= 1e-6
+    assert torch.equal(rng, ref_rng)  # later steps draw the masks a whole-batch run would
+    # Without the replay the second forward draws new masks and the gradients are wrong.
+    monkeypatch.setattr(parallel, "_replay_rng", lambda state, device: contextlib.nullcontext())
+    assert max_diff(grad_cache_step(encoder, chunk=2)[1], ref_g) > 1e-3
+
+
+def test_grad_cache_matches_one_forward_without_dropout(tmp_path):
+    encoder = load_encoder(without_dropout(tmp_path / "tiny-bert"))
+    encoder.model.double().train()
+    ref_loss, ref_g, _ = grad_cache_step(encoder, chunk=0)  # 0: the plain path, one forward per group
+    for chunk in (1, 2, 5):
+        loss, g, _ = grad_cache_step(encoder, chunk)
+        assert abs(loss - ref_loss) <= 1e-6 and max_diff(g, ref_g) <= 1e-6, chunk
+
+
+# --- train.py under torchrun ------------------------------------------------------------------
+
+class Killed(Exception):
+    pass
+
+
+def train_killed_at_step(argv, n):
+    calls = []
+    real = train.info_nce
+
+    def patched(*a, **kw):
+        calls.append(1)
+        if len(calls) == n:
+            raise Killed
+        return real(*a, **kw)
+
+    train.info_nce = patched
+    train.main(argv)
+
+
+def test_torchrun_logs_once_checkpoints_and_resumes_exactly(data, tmp_path, monkeypatch, capsys):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    flags = ["--max-steps", "4", "--save-every", "2", "--grad-cache-chunk", "1", "--log-every", "1"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(ROOT / "train.py"), *args(data, full, *flags)],
+                       capture_output=True, text=True, cwd=ROOT, env=os.environ | {"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert steps(full) == [1, 2, 3, 4]  # written by rank 0 alone
+    assert [line.split("|")[0].split()[1] for line in r.stderr.splitlines() if line.startswith("step ")] \
+        == ["1/4", "2/4", "3/4", "4/4"]
+    trainer = json.loads((full / "checkpoint" / "trainer.json").read_text())
+    assert trainer["world_size"] == 2 and trainer["step"] == 4
+    rank_rngs = torch.load(full / "checkpoint" / "trainer.pt")["rank_rngs"]
+    assert len(rank_rngs) == 2 and not torch.equal(rank_rngs[0]["torch"], rank_rngs[1]["torch"])
+    assert not [k for k in load_encoder(full / "checkpoint").model.state_dict() if "_orig_mod" in k]
+
+    # Killed in step 3 (after the step-2 checkpoint), resumed with 2 processes: the same losses,
+    # dropout on, so each rank's own RNG state came back.
+    with pytest.raises(Exception, match="Killed"):
+        spawn(train_killed_at_step, 2, args(data, cut, *flags), 3)
+    assert steps(cut) == [1, 2]
+    spawn(train.main, 2, ["--resume", str(cut / "checkpoint")])
+    assert losses(cut) == losses(full)
+    a = load_encoder(full / "checkpoint").model.state_dict()
+    b = load_encoder(cut / "checkpoint").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # ... and not with another number of processes.
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_cli(train.main, ["--resume", str(cut / "checkpoint")])
+    assert capsys.readouterr().err.strip() == (
+        "error: --resume: the checkpoint was written by 2 processes, this run has 1; "
+        "resume with as many (each one's dropout RNG state is stored)")
+
+
+def test_global_batch_must_split_evenly(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "3")  # checked before any process group is joined
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, args(data, tmp_path))
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: --batch-size 4: the global batch must split evenly over "
+                                               "the 3 processes (a multiple of 3)")
+
+
+# --- CUDA: bf16 autocast, compile (skipped without a GPU) ------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast, nccl)")
+
+
+@cuda
+def test_bf16_step_matches_fp32_loosely():
+    cpu = load_encoder(TINY_BERT)
+    gpu = load_encoder(TINY_BERT, device="cuda")
+    cpu.model.eval(), gpu.model.eval()  # same function: no dropout
+    cfg = train.TrainConfig()
+    ref = train.loss_and_backward(cpu, train.make_embed(cpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)
+    loss = train.loss_and_backward(gpu, train.make_embed(gpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)
+    assert loss.dtype == torch.float32  # the loss is computed in fp32 from bf16 activations
+    assert abs(loss.item() - ref.item()) < 0.05  # bf16 keeps ~3 significant digits
+    g, ref_g = grads(gpu.model), grads(cpu.model)
+    assert all(torch.isfinite(v).all() for v in g.values())
+    cos = torch.nn.functional.cosine_similarity(torch.cat([v.flatten().cpu() for v in g.values()]),
+                                                torch.cat([ref_g[k].flatten() for k in g]), dim=0)
+    assert cos > 0.98
+
+
+@cuda
+def test_cuda_compile_run_saves_plain_names(data, tmp_path):
+    assert train.main(args(data, tmp_path, "--max-steps", "2", "--device", "cuda", "--compile",
+                           "--grad-cache-chunk", "2")) == 0
+    names = load_encoder(tmp_path / "checkpoint").model.state_dict().keys()
+    assert names == load_encoder(TINY_BERT).model.state_dict().keys()
