@@ -55,9 +55,9 @@ def result_path(eval_data: str, model: str) -> Path:
 
 def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, args) -> None:
     name = f"{train_data}-{sampler}-s{seed}"
-    out = ROOT / "runs" / "reproduce" / name
+    out = Path("runs") / "reproduce" / name  # relative to ROOT, the commands' working directory
     ckpt = out / "checkpoint"
-    step = trained_step(ckpt)
+    step = trained_step(ROOT / ckpt)
     if step == 0:
         sh([sys.executable, "train.py", "--sampler", sampler, "--train-data", train_data, "--seed", str(seed),
             "--batch-size", str(args.batch_size), "--max-steps", str(args.max_steps), "--out", str(out)])
@@ -65,7 +65,7 @@ def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, arg
         sh([sys.executable, "train.py", "--resume", str(ckpt)])
     res = result_path(eval_data, name)
     if not res.is_file():
-        sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(ckpt), "--out", str(res)])
+        sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(ckpt), "--out", str(res.relative_to(ROOT))])
 
 
 def reproduce(args) -> None:
@@ -73,7 +73,7 @@ def reproduce(args) -> None:
     for train_data, eval_data in pairs:
         zero = result_path(eval_data, "zero-shot")
         if not zero.is_file():
-            sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", "e5-small", "--out", str(zero)])
+            sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", "e5-small", "--out", str(zero.relative_to(ROOT))])
         for seed in args.seeds:
             for sampler in SAMPLERS:
                 t0 = time.time()

@@ -18,22 +18,10 @@ from minihbt import load_encoder, parallel
 from minihbt.files import run_cli
 from minihbt.loss import info_nce
 from minihbt.sampler import HybridSampler
-from test_train import LANGS, TINY_BERT, args, losses, steps, write_lareqa
+from test_train import LANGS, TINY_BERT, args, losses, steps
+from test_train import data, one_thread  # noqa: F401  pytest fixtures shared with test_train
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return str(write_lareqa(tmp_path_factory.mktemp("lareqa") / "toy"))
 
 
 def without_dropout(dir: Path) -> str:
