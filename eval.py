@@ -246,6 +246,8 @@ def run(cfg: EvalConfig, encoder=None) -> dict:
     if cfg.langs is not None and not cfg.langs:
         raise UserError("--langs: empty language set; give at least one language")
     if cfg.out:
+        if Path(cfg.out).is_dir():
+            raise UserError(f"--out {cfg.out}: is a directory; expected a JSON file name")
         parent = Path(cfg.out).resolve().parent
         if not (parent.is_dir() and os.access(parent, os.W_OK)):
             raise UserError(f"--out {cfg.out}: directory {parent} does not exist or is not writable")

@@ -44,9 +44,17 @@ def sh(cmd: list[str]) -> None:
         raise UserError(f"command failed: {' '.join(cmd)}")
 
 
-def trained_step(ckpt: Path) -> int:
+def trained_step(ckpt: Path, args) -> int:
+    """Steps already done by the run in `ckpt` (0: none), refusing a run made with another budget."""
     state = ckpt / "trainer.json"
-    return json.loads(state.read_text())["step"] if state.is_file() else 0
+    if not state.is_file():
+        return 0
+    saved = json.loads(state.read_text())
+    budget = {k: saved["config"][k] for k in ("max_steps", "batch_size")}
+    if budget != {"max_steps": args.max_steps, "batch_size": args.batch_size}:
+        raise UserError(f"{ckpt} was trained with {budget}, not --max-steps {args.max_steps} --batch-size "
+                        f"{args.batch_size}; move runs/reproduce and docs/results aside to start afresh")
+    return saved["step"]
 
 
 def result_path(eval_data: str, model: str) -> Path:
@@ -57,7 +65,7 @@ def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, arg
     name = f"{train_data}-{sampler}-s{seed}"
     out = Path("runs") / "reproduce" / name  # relative to ROOT, the commands' working directory
     ckpt = out / "checkpoint"
-    step = trained_step(ROOT / ckpt)
+    step = trained_step(ROOT / ckpt, args)
     if step == 0:
         sh([sys.executable, "train.py", "--sampler", sampler, "--train-data", train_data, "--seed", str(seed),
             "--batch-size", str(args.batch_size), "--max-steps", str(args.max_steps), "--out", str(out)])
@@ -87,8 +95,11 @@ def load_results() -> dict[tuple[str, str, str], list[dict]]:
     """{(eval dataset, model label, training dataset): [result per seed]} from docs/results/*.json."""
     found: dict[tuple[str, str, str], list[dict]] = {}
     for path in sorted(RESULTS.glob("*.json")):
-        eval_data, model = path.stem.split("__")
+        eval_data, _, model = path.stem.partition("__")
         m = re.fullmatch(r"(?P<train>.+)-(?P<sampler>xx|xy|hybrid)-s(?P<seed>\d+)", model)
+        if model != "zero-shot" and m is None:
+            raise UserError(f"{path}: not a reproduce.py result (expected <eval>__zero-shot.json or "
+                            "<eval>__<train>-<xx|xy|hybrid>-s<seed>.json)")
         key = (eval_data, "zero-shot", "") if model == "zero-shot" else (eval_data, m["sampler"], m["train"])
         found.setdefault(key, []).append(json.loads(path.read_text()))
     return found
@@ -110,7 +121,7 @@ def tables(found) -> str:
         rows = [(label, train, runs) for (e, label, train), runs in found.items() if e == eval_data]
         rows.sort(key=lambda r: list(LABELS).index(r[0]))
         langs = rows[0][2][0]["langs"]
-        n = {len(runs) for _, _, runs in rows if _ != "zero-shot"} or {1}
+        n = {len(runs) for label, _, runs in rows if label != "zero-shot"} or {1}
         seeds = f"{max(n)} seed(s)" if max(n) > 1 else "1 seed"
         out.append(f"### Evaluated on {eval_data} ({', '.join(langs)}), {seeds}\n")
         out.append("mAP per setting (macro means), mean rank distance (lower: less language bias), "
@@ -150,7 +161,7 @@ def tables(found) -> str:
 
 def query_mean(per_pair: dict, x: str) -> float:
     vals = [v for k, v in per_pair.items() if k.split("-")[0] == x and v is not None]
-    return sum(vals) / len(vals)
+    return sum(vals) / len(vals) if vals else math.nan
 
 
 def figure(found, path: Path) -> None:

