@@ -8,7 +8,8 @@
 
 Each step: the sampler draws B parallel groups and a (query, passage) language pair per example
 (X-X, X-Y or hybrid), the shared encoder embeds the B questions and their B answer sentences,
-and InfoNCE with in-batch negatives (minihbt/loss.py) is minimised with AdamW.
+and InfoNCE with in-batch negatives (minihbt/loss.py) is minimised with AdamW
+(one step: minihbt/train_step.py).
 
 Defaults follow the paper where it says something: AdamW, lr 3e-5, weight decay 0.01, training
 languages ar de en es hi ru th tr zh (el and vi stay unseen), alpha 0.5. It does not give a
@@ -53,10 +54,11 @@ import torch
 
 from minihbt import load_encoder, parallel
 from minihbt.checkpoint import code_version, load_trainer_state, rng_states, save_checkpoint, set_rng_states
-from minihbt.data import LANGS, TRAIN_LANGS, dataset_fingerprint, load_groups
 from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
-from minihbt.loss import DEFAULT_TEMPERATURE, info_nce
-from minihbt.sampler import SAMPLERS, Batch, HybridSampler
+from minihbt.lareqa import LANGS, TRAIN_LANGS, dataset_fingerprint, load_groups
+from minihbt.loss import DEFAULT_TEMPERATURE
+from minihbt.sampler import SAMPLERS, HybridSampler
+from minihbt.train_step import batch_texts, loss_and_backward, lr_at, make_embed, make_optimizer
 
 
 @dataclass
@@ -138,16 +140,6 @@ def parse_args(argv: list[str] | None) -> tuple[dict, dict]:
     return {k: v for k, v in given.items() if k not in RUN_FLAGS}, run
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr over cfg.warmup steps, then linear decay; step is 1-based.
-
-    The first and the last step both get a non-zero rate (lr / warmup and lr / decay steps).
-    """
-    if step <= cfg.warmup:
-        return cfg.lr * step / cfg.warmup
-    return cfg.lr * (cfg.max_steps - step + 1) / (cfg.max_steps - cfg.warmup)
-
-
 def dataset_langs(name: str) -> list[str]:
     """The languages a dataset name or LAReQA directory offers."""
     if name in LANGS:
@@ -164,72 +156,6 @@ def training_langs(cfg: TrainConfig) -> dict[str, list[str]]:
     if missing:
         raise UserError(f"--langs: {', '.join(missing)} not in --train-data {','.join(cfg.train_data)}")
     return {name: [l for l in cfg.langs if l in dataset_langs(name)] for name in cfg.train_data}
-
-
-def batch_texts(batch: Batch, groups: dict) -> tuple[list[str], list[str]]:
-    """The batch's questions in their query languages and answer sentences in their passage languages."""
-    g = groups[batch.dataset]
-    queries = [g[gid][ql].question for gid, (ql, _) in zip(batch.groups, batch.pairs)]
-    passages = [g[gid][pl].sentence for gid, (_, pl) in zip(batch.groups, batch.pairs)]
-    return queries, passages
-
-
-def make_embed(encoder, cfg: TrainConfig):
-    """tokenised batch -> (n, H) embeddings. On CUDA the encoder runs under bf16 autocast and the
-    embeddings come back in fp32, so the loss's scores and softmax are fp32."""
-    embed = encoder.model.embed
-    if cfg.compile:
-        if cfg.grad_cache_chunk:
-            # Inductor draws its own dropout masks; GradCache's second forward must redraw pass 1's,
-            # which eager dropout does from the replayed RNG state.
-            import torch._inductor.config
-            torch._inductor.config.fallback_random = True
-        # The method, not the module, is compiled: encoder.model stays the plain module that
-        # checkpoints save (no "_orig_mod." prefixes). Padded lengths vary: dynamic shapes.
-        embed = torch.compile(embed, dynamic=True)
-    if encoder.device.type != "cuda":
-        return lambda x: embed(**x)
-
-    def embed_bf16(x):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return embed(**x).float()
-    return embed_bf16
-
-
-def loss_and_backward(encoder, embed, queries: list[str], passages: list[str], cfg: TrainConfig,
-                      world: parallel.World = parallel.SINGLE, hard_negatives: list[str] | None = None) -> torch.Tensor:
-    """This rank's InfoNCE loss, with its gradients accumulated into the encoder's parameters.
-
-    queries, passages: this rank's shard of the global batch (b each). hard_negatives: passages
-    that are negatives for every query (train.py draws none; tests inject them). Passages and
-    hard negatives of all ranks are gathered, so each query sees the whole global batch
-    (minihbt/parallel.py derives the layout and the gradient scaling).
-    """
-    b = len(queries)
-
-    def loss_of(q, p, h=None):  # this rank's (b, H), (b, H), (m, H)
-        h = None if h is None else parallel.gather(h, world)                       # (W*m, H)
-        return info_nce(q, parallel.gather(p, world), cfg.temperature, h, offset=world.rank * b)
-
-    texts = [(queries, "query", cfg.max_len_query), (passages, "passage", cfg.max_len_passage)]
-    if hard_negatives:
-        texts.append((hard_negatives, "passage", cfg.max_len_passage))
-    if not cfg.grad_cache_chunk:
-        loss = loss_of(*[embed(encoder.tokenize(t, kind, n)) for t, kind, n in texts])
-        loss.backward()
-        return loss
-    k = cfg.grad_cache_chunk
-    chunks = [[encoder.tokenize(t[i:i + k], kind, n) for i in range(0, len(t), k)] for t, kind, n in texts]
-    return parallel.grad_cache(embed, chunks, loss_of, encoder.device)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    # Decay matrices (and embeddings) only; biases and LayerNorm weights are vectors.
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW([
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ], lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 def logged_step(line: str) -> float:

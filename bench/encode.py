@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minihbt.data import load_lareqa, model_dir  # noqa: E402
-from minihbt.encoder import load_encoder  # noqa: E402
+from minihbt.convert import model_dir  # noqa: E402
+from minihbt.lareqa import load_lareqa  # noqa: E402
+from minihbt.text_encoder import load_encoder  # noqa: E402
 
 
 def sample_sentences(n: int, seed: int = 0) -> list[str]:

@@ -48,15 +48,15 @@ MAX_LEN, SCALE, LR = 128, 20.0, 3e-5
 
 
 def batches(n: int, batch_size: int, prefixes: dict[str, str]) -> list[tuple[list[str], list[str]]]:
-    import train
-    from minihbt.data import TRAIN_LANGS, load_groups
+    from minihbt.lareqa import TRAIN_LANGS, load_groups
     from minihbt.sampler import HybridSampler
+    from minihbt.train_step import batch_texts
 
     groups = {"xquad-r": load_groups("xquad-r", TRAIN_LANGS)}
     sampler = HybridSampler(groups, TRAIN_LANGS, batch_size, "hybrid", 0.5, seed=0)
     out = []
     for _ in range(n):
-        q, p = train.batch_texts(next(sampler), groups)
+        q, p = batch_texts(next(sampler), groups)
         out.append(([prefixes["query"] + t for t in q], [prefixes["passage"] + t for t in p]))
     return out
 
@@ -92,7 +92,7 @@ def run_side(side: str, args) -> dict:
     import torch
 
     from minihbt import load_encoder
-    from minihbt.data import model_dir
+    from minihbt.convert import model_dir
 
     torch.manual_seed(0)
     path = model_dir("e5-small")

