@@ -3,14 +3,29 @@
     python reproduce.py                      # train xx, xy, hybrid on XQuAD-R; evaluate on MLQA-R
     python reproduce.py --swap               # also train on MLQA-R and evaluate on XQuAD-R
     python reproduce.py --seeds 0,1,2        # several seeds: tables show the mean and the spread
+    python reproduce.py --recipe old         # the recipe of the first reproduction (docs/RESULTS.md)
     python reproduce.py --report             # only rebuild docs/RESULTS.md tables and the figure
 
 Claim under test (Elmahdy et al., arXiv 2408.10536, sections 5-6): X-X batches are best
 monolingually, X-Y best cross-lingually, and hybrid batches match or beat both in every setting
 while lowering language bias (rank distance). Every model starts from the same pretrained
-encoder and is trained with the same budget, batch size and seed(s) by `train.py` on the paper's
-nine training languages (el, vi unseen); each is then evaluated zero-shot by `eval.py` on the
-other dataset (XQuAD-R and MLQA-R share no contexts), next to the untrained model.
+encoder and is trained with the same budget, batch size and seed(s) by `train.py`; each is then
+evaluated zero-shot by `eval.py` on the other dataset (XQuAD-R and MLQA-R share no contexts),
+next to the untrained model. The tables add the paper's row and the paired per-seed differences
+(hybrid minus X-X, hybrid minus X-Y).
+
+Recipes (--recipe, part of every run and result name), each adding one change to the one before:
+- old: the first reproduction's, kept exactly reproducible: in-batch negatives only, false
+  negatives left in, no held-out split, the last checkpoint, fp32 and the for-loop AdamW. Its
+  names carry no recipe tag (they predate the recipe): runs/reproduce/<train>-<sampler>-s<seed>.
+- hardneg: + one hard negative per example from its paragraph (paper eq. 1's triplets).
+- masked: + known false negatives masked out of the softmax.
+- paper (the default, train.py's defaults pinned here): + 10% of the training groups held out and
+  the checkpoint with the best validation score (multilingual mAP on them) evaluated.
+The three new ones train with train.py's fused AdamW, equal to the for-loop one to fp32 rounding.
+Training languages: --langs (the paper's nine, ar de en es hi ru th tr zh) intersected with the
+languages the training dataset has: XQuAD-R all nine (el, vi unseen), MLQA-R ar de en es hi zh
+(its vi unseen; evaluated on XQuAD-R, el ru th tr vi are unseen there).
 
 Nothing is done twice: a run whose checkpoint has reached the last step is not retrained (a
 stopped one is resumed with `train.py --resume`), and an evaluation whose JSON exists is not
@@ -27,15 +42,27 @@ import sys
 import time
 from pathlib import Path
 
-from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
+from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, recover_dir, run_cli
+from minihbt.lareqa import LANGS, TRAIN_LANGS
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "docs" / "results"
 SAMPLERS = ("xx", "xy", "hybrid")
 LABELS = {"zero-shot": "zero-shot", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid"}
-# The paper's Table 1 (XLM-R, hybrid batches), mAP mono / cross / multi.
-PAPER = {"xquad-r": (0.798, 0.705, 0.593), "mlqa-r": (0.648, 0.623, 0.512)}
+# The paper's Table 1 (XLM-R, hybrid batches): mAP mono / cross / multi, mean rank distance (None:
+# not quoted here).
+PAPER = {"xquad-r": (0.798, 0.705, 0.593, None), "mlqa-r": (0.648, 0.623, 0.512, 227.0)}
 BEGIN, END = "<!-- reproduce.py: tables begin -->", "<!-- reproduce.py: tables end -->"
+# train.py flags of each recipe; the old one pins what train.py's defaults were when it ran.
+RECIPES = {
+    "old": ["--hard-negatives", "0", "--false-negatives", "keep", "--val-every", "0", "--dtype", "fp32",
+            "--adamw", "for-loop"],
+    "hardneg": ["--hard-negatives", "1", "--false-negatives", "keep", "--val-every", "0"],
+    "masked": ["--hard-negatives", "1", "--false-negatives", "mask", "--val-every", "0"],
+    "paper": ["--hard-negatives", "1", "--false-negatives", "mask", "--val-every", "50", "--val-fraction", "0.1"],
+}
+# The old recipe's tables, then the others' (an ablation table across recipes, then each recipe's).
+NEW_BEGIN, NEW_END = "<!-- reproduce.py: recipe tables begin -->", "<!-- reproduce.py: recipe tables end -->"
 
 
 def sh(cmd: list[str]) -> None:
@@ -46,6 +73,7 @@ def sh(cmd: list[str]) -> None:
 
 def trained_step(ckpt: Path, args) -> int:
     """Steps already done by the run in `ckpt` (0: none), refusing a run made with another budget."""
+    recover_dir(ckpt)  # a save killed between its two renames left the previous checkpoint aside
     state = ckpt / "trainer.json"
     if not state.is_file():
         return 0
@@ -61,23 +89,47 @@ def result_path(eval_data: str, model: str) -> Path:
     return RESULTS / f"{eval_data}__{model}.json"
 
 
+def run_name(train_data: str, sampler: str, seed: int, recipe: str) -> str:
+    return f"{train_data}-{sampler}" + ("" if recipe == "old" else f"-{recipe}") + f"-s{seed}"
+
+
+def train_langs(train_data: str, langs: list[str]) -> list[str]:
+    """--langs intersected with the languages the training dataset has; none is a user error."""
+    have = [l for l in langs if l in LANGS[train_data]]
+    if not have:
+        raise UserError(f"--langs {','.join(langs)}: none of them is in {train_data} "
+                        f"(it has {', '.join(LANGS[train_data])})")
+    return have
+
+
+def selects_on_validation(recipe: str) -> bool:
+    """Whether the recipe holds groups out and evaluates the checkpoint they select (checkpoint-best)."""
+    flags = RECIPES[recipe]
+    return flags[flags.index("--val-every") + 1] != "0"
+
+
 def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, args) -> None:
-    name = f"{train_data}-{sampler}-s{seed}"
+    name = run_name(train_data, sampler, seed, args.recipe)
     out = Path("runs") / "reproduce" / name  # relative to ROOT, the commands' working directory
     ckpt = out / "checkpoint"
     step = trained_step(ROOT / ckpt, args)
     if step == 0:
         sh([sys.executable, "train.py", "--sampler", sampler, "--train-data", train_data, "--seed", str(seed),
-            "--batch-size", str(args.batch_size), "--max-steps", str(args.max_steps), "--out", str(out)])
+            "--langs", ",".join(train_langs(train_data, args.langs)), *RECIPES[args.recipe],
+            "--batch-size", str(args.batch_size), "--max-steps", str(args.max_steps), "--out", str(out),
+            "--overwrite"])  # no checkpoint: what a run stopped before its first save left is replaced
     elif step < args.max_steps:
         sh([sys.executable, "train.py", "--resume", str(ckpt)])
     res = result_path(eval_data, name)
+    model = out / ("checkpoint-best" if selects_on_validation(args.recipe) else "checkpoint")
     if not res.is_file():
-        sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(ckpt), "--out", str(res.relative_to(ROOT))])
+        sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(model), "--out", str(res.relative_to(ROOT))])
 
 
 def reproduce(args) -> None:
     pairs = [("xquad-r", "mlqa-r")] + ([("mlqa-r", "xquad-r")] if args.swap else [])
+    for train_data, _ in pairs:
+        train_langs(train_data, args.langs)  # fail before the first hour of training, not after
     for train_data, eval_data in pairs:
         zero = result_path(eval_data, "zero-shot")
         if not zero.is_file():
@@ -86,23 +138,28 @@ def reproduce(args) -> None:
             for sampler in SAMPLERS:
                 t0 = time.time()
                 train_and_eval(train_data, eval_data, sampler, seed, args)
-                print(f"{train_data}-{sampler}-s{seed}: {time.time() - t0:.0f} s", file=sys.stderr)
+                print(f"{run_name(train_data, sampler, seed, args.recipe)}: {time.time() - t0:.0f} s", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- report
 
-def load_results() -> dict[tuple[str, str, str], list[dict]]:
-    """{(eval dataset, model label, training dataset): [result per seed]} from docs/results/*.json."""
-    found: dict[tuple[str, str, str], list[dict]] = {}
+def load_results(recipe: str = "old") -> dict[tuple[str, str, str], list[dict]]:
+    """{(eval dataset, model label, training dataset): [result per seed, in seed order]} of one recipe
+    (and the untrained model) from docs/results/*.json."""
+    found: dict[tuple[str, str, str], list[tuple[int, dict]]] = {}
     for path in sorted(RESULTS.glob("*.json")):
         eval_data, _, model = path.stem.partition("__")
-        m = re.fullmatch(r"(?P<train>.+)-(?P<sampler>xx|xy|hybrid)-s(?P<seed>\d+)", model)
+        tags = "|".join(r for r in RECIPES if r != "old")
+        m = re.fullmatch(rf"(?P<train>.+)-(?P<sampler>xx|xy|hybrid)(-(?P<recipe>{tags}))?-s(?P<seed>\d+)", model)
         if model != "zero-shot" and m is None:
             raise UserError(f"{path}: not a reproduce.py result (expected <eval>__zero-shot.json or "
-                            "<eval>__<train>-<xx|xy|hybrid>-s<seed>.json)")
+                            f"<eval>__<train>-<xx|xy|hybrid>[-<{tags}>]-s<seed>.json)")
+        if model != "zero-shot" and (m["recipe"] or "old") != recipe:
+            continue
         key = (eval_data, "zero-shot", "") if model == "zero-shot" else (eval_data, m["sampler"], m["train"])
-        found.setdefault(key, []).append(json.loads(path.read_text()))
-    return found
+        seed = -1 if model == "zero-shot" else int(m["seed"])
+        found.setdefault(key, []).append((seed, json.loads(path.read_text())))
+    return {k: [r | {"seed": seed} for seed, r in sorted(v, key=lambda x: x[0])] for k, v in found.items()}
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -115,7 +172,7 @@ def fmt(values: list[float], digits: int = 3) -> str:
     return f"{m:.{digits}f}" + (f" ± {sd:.{digits}f}" if len(values) > 1 else "")
 
 
-def tables(found) -> str:
+def tables(found, recipe: str = "old") -> str:
     out = []
     for eval_data in sorted({k[0] for k in found}, reverse=True):
         rows = [(label, train, runs) for (e, label, train), runs in found.items() if e == eval_data]
@@ -123,7 +180,8 @@ def tables(found) -> str:
         langs = rows[0][2][0]["langs"]
         n = {len(runs) for label, _, runs in rows if label != "zero-shot"} or {1}
         seeds = f"{max(n)} seed(s)" if max(n) > 1 else "1 seed"
-        out.append(f"### Evaluated on {eval_data} ({', '.join(langs)}), {seeds}\n")
+        title = "Evaluated" if recipe == "old" else f"Recipe {recipe}: evaluated"
+        out.append(f"### {title} on {eval_data} ({', '.join(langs)}), {seeds}\n")
         out.append("mAP per setting (macro means), mean rank distance (lower: less language bias), "
                    "R@1 mono / cross, R@10 multi.\n")
         out.append("| model | trained on | mono mAP | cross mAP | multi mAP | rank distance | mono R@1 | cross R@1 | multi R@10 |")
@@ -134,7 +192,10 @@ def tables(found) -> str:
             cells += [fmt([r["recall"][k]["mean"] for r in runs]) for k in ("mono@1", "cross@1", "multi@10")]
             out.append(f"| {LABELS[label]} (e5-small) | {train or '-'} | " + " | ".join(cells) + " |")
         p = PAPER[eval_data]
-        out.append(f"| paper, hybrid (XLM-R, Table 1) | their training data | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | | | | |\n")
+        rd = "" if p[3] is None else f"{p[3]:.1f}"
+        out.append(f"| paper, hybrid (XLM-R, Table 1) | their training data | {p[0]:.3f} | {p[1]:.3f} | {p[2]:.3f} | "
+                   f"{rd} | | | |\n")
+        out += paired_differences(rows)
         for setting, field in (("mono", "per_lang"), ("multi", "per_lang")):
             out.append(f"{setting} mAP per language:\n")
             out.append("| model | " + " | ".join(langs) + " |")
@@ -147,8 +208,8 @@ def tables(found) -> str:
         out.append("| model | " + " | ".join(langs) + " |")
         out.append("|---|" + "---|" * len(langs))
         for label, _, runs in rows:
-            out.append(f"| {LABELS[label]} | " + " | ".join(fmt([query_mean(r["map"]["cross"]["per_pair"], l) for r in runs])
-                                                          for l in langs) + " |")
+            cells = [fmt([query_mean(r["map"]["cross"]["per_pair"], l, r["langs"]) for r in runs]) for l in langs]
+            out.append(f"| {LABELS[label]} | " + " | ".join(cells) + " |")
         out.append("\nrank distance per query language:\n")
         out.append("| model | " + " | ".join(langs) + " |")
         out.append("|---|" + "---|" * len(langs))
@@ -159,8 +220,43 @@ def tables(found) -> str:
     return "\n".join(out)
 
 
-def query_mean(per_pair: dict, x: str) -> float:
-    vals = [v for k, v in per_pair.items() if k.split("-")[0] == x and v is not None]
+METRICS = {"mono mAP": lambda r: r["map"]["mono"]["mean"], "cross mAP": lambda r: r["map"]["cross"]["mean"],
+           "multi mAP": lambda r: r["map"]["multi"]["mean"], "rank distance": lambda r: r["rank_distance"]["mean"]}
+
+
+def paired_differences(rows) -> list[str]:
+    """Hybrid minus X-X and minus X-Y, seed by seed (same seed: same start, same data seed), as a
+    table: mean ± standard deviation over seeds, then each seed's difference."""
+    by = {(label, train): {r.get("seed", i): r for i, r in enumerate(runs)} for label, train, runs in rows
+          if label != "zero-shot"}
+    lines = []
+    for train in sorted({t for _, t in by if t}):
+        hybrid = by.get(("hybrid", train), {})
+        for other in ("xx", "xy"):
+            seeds = sorted(set(hybrid) & set(by.get((other, train), {})))
+            if not seeds:
+                continue
+            cells = []
+            for name, get in METRICS.items():
+                d = [get(hybrid[s]) - get(by[other, train][s]) for s in seeds]
+                digits = 1 if name == "rank distance" else 3
+                m, sd = mean_sd(d)
+                cells.append(f"{m:+.{digits}f}" + (f" ± {sd:.{digits}f}" if len(d) > 1 else "")
+                             + " (" + ", ".join(f"{x:+.{digits}f}" for x in d) + ")")
+            lines.append(f"| hybrid - {LABELS[other]} | {train} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    if not lines:
+        return []
+    return ["Paired differences, hybrid minus X-X and minus X-Y, taken seed by seed (a seed fixes the start, "
+            "the sampler's seed and the dropout stream): mean ± standard deviation over the seeds, then each "
+            "seed's difference. Positive is better for mAP, negative for rank distance.\n",
+            "| difference | trained on | seeds | " + " | ".join(METRICS) + " |", "|---|---|---|" + "---|" * len(METRICS),
+            *lines, ""]
+
+
+def query_mean(per_pair: dict, x: str, langs: list[str]) -> float:
+    """Mean over x's pairs "x-y"; keys are built from the languages, never split (codes such as
+    zh-CN hold a "-")."""
+    vals = [v for y in langs if y != x and (v := per_pair.get(f"{x}-{y}")) is not None]
     return sum(vals) / len(vals) if vals else math.nan
 
 
@@ -206,16 +302,47 @@ def figure(found, path: Path) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def ablation(by_recipe: dict[str, dict]) -> str:
+    """Hybrid's means under each recipe that has them, one table per evaluation dataset and training set."""
+    out = []
+    cells = {}  # (eval, train) -> [(recipe, runs)]
+    for recipe, found in by_recipe.items():
+        for (e, label, train), runs in found.items():
+            if label == "hybrid":
+                cells.setdefault((e, train), []).append((recipe, runs))
+    for (e, train), rows in sorted(cells.items(), reverse=True):
+        if len(rows) < 2:
+            continue
+        out += [f"### Ablation: hybrid trained on {train}, evaluated on {e}\n",
+                "| recipe | seeds | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+        for recipe, runs in rows:
+            out.append(f"| {recipe} | {len(runs)} | " + " | ".join(
+                fmt([get(r) for r in runs], 1 if name == "rank distance" else 3) for name, get in METRICS.items()) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def replace_between(text: str, begin: str, end: str, body: str, doc: Path) -> str:
+    if begin not in text or end not in text:
+        raise UserError(f"{doc}: the markers {begin} / {end} are missing")
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
+
+
 def report() -> None:
+    """Fill docs/RESULTS.md between its markers from the JSON files: the old recipe's tables, then
+    (once any exist) the ablation across recipes and each new recipe's tables."""
     found = load_results()
     if not found:
         raise UserError(f"no results in {RESULTS}: run python reproduce.py first")
     doc = ROOT / "docs" / "RESULTS.md"
     text = doc.read_text() if doc.is_file() else f"# Results\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        raise UserError(f"{doc}: the markers {BEGIN} / {END} are missing")
-    head, rest = text.split(BEGIN, 1)
-    text = head + BEGIN + "\n" + tables(found) + "\n" + END + rest.split(END, 1)[1]
+    text = replace_between(text, BEGIN, END, tables(found), doc)
+    by_recipe = {r: load_results(r) for r in RECIPES}
+    trained = [r for r in RECIPES if r != "old" and any(label != "zero-shot" for _, label, _ in by_recipe[r])]
+    if trained:
+        body = [ablation({r: by_recipe[r] for r in ["old", *trained]})] + [tables(by_recipe[r], r) for r in trained]
+        text = replace_between(text, NEW_BEGIN, NEW_END, "\n".join(b for b in body if b), doc)
     atomic_write_bytes(doc, text.encode())
     print(f"wrote {doc}", file=sys.stderr)
     figure(found, ROOT / "docs" / "results.png")
@@ -227,8 +354,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (0)")
     p.add_argument("--max-steps", type=int, default=None, help="training steps per run (train.py's default)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size per run (train.py's default)")
+    p.add_argument("--recipe", choices=list(RECIPES), default="paper",
+                   help="paper (hard negatives, masking, validation selection), old (the first reproduction's), "
+                        "or the steps between: hardneg (+ hard negatives), masked (+ masking)")
+    p.add_argument("--langs", default=",".join(TRAIN_LANGS),
+                   help="training languages, intersected with each training dataset's (the paper's nine)")
     p.add_argument("--report", action="store_true", help="only rebuild the tables and the figure")
     args = p.parse_args(argv)
+    args.langs = [l for l in args.langs.split(",") if l]
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:

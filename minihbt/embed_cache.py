@@ -10,21 +10,67 @@ Contract
         key: str-able parts that together determine the embeddings: the model's fingerprint,
         a fingerprint of the texts (e.g. lareqa.dataset_fingerprint of their file), and every
         option that changes them (kind and max_len are not added for the caller; pass them).
-        The file is <label>-<sha256("|".join(key))[:24]>.npy. A file whose row count differs
-        from len(texts), or that cannot be read, is encoded again and replaced.
+        The file is <label>-<sha256("|".join(parts))[:24]>.npy, where the parts are `key` and
+        what decides the numbers besides it, added here for every caller: the source of the code
+        that encodes (`CODE_VERSION`), the torch version and device type that ran it, and a hash
+        of the texts themselves. A file whose row count differs from len(texts), or that cannot
+        be read, is encoded again and replaced.
+        Embeddings with a NaN or infinite value are a UserError naming the first such text, and
+        are never cached.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
+import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 from minihbt.artifacts import cache_dir
-from minihbt.files import atomic_write_bytes
+from minihbt.files import UserError, atomic_write_bytes
+
+# The code that turns texts into embeddings. Its source is hashed into every key: a version
+# constant would have to be bumped by hand after each numeric fix to the tokenizer, the
+# transformer or encode, the very step that gets forgotten, and stale embeddings would be served
+# silently. The hash changes by itself; an edit that leaves the numbers alone (a comment) costs
+# one re-encoding, never a wrong number. (The weights, pooling, prefixes and precision are in the
+# model's fingerprint, which callers put in `key`.)
+ENCODING_CODE = ("tokenizer.py", "transformer.py", "text_encoder.py", "embed_cache.py")
+
+
+def source_hash(paths: Iterable[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+CODE_VERSION = source_hash(Path(__file__).with_name(f) for f in ENCODING_CODE)
+
+
+def _torch_version() -> str:
+    try:
+        return importlib.metadata.version("torch")  # without importing torch
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _implicit_key(enc, texts: list[str]) -> list[str]:
+    device = getattr(enc, "device", "cpu")  # test doubles may have none: they run on the CPU
+    texts_hash = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:16]
+    return [CODE_VERSION, _torch_version(), getattr(device, "type", str(device)), texts_hash]
+
+
+def _check_finite(e: np.ndarray, texts: list[str], label: str) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(e).all(axis=1))
+    if bad.size:
+        raise UserError(f"{label}: the model gave NaN or infinite embeddings for {bad.size} of {len(texts)} texts "
+                        f"(first: text {bad[0]}, {texts[bad[0]][:60]!r}); nothing was cached or scored")
+    return e
 
 
 def cache_path(key: Sequence, label: str) -> Path:
@@ -35,18 +81,19 @@ def cache_path(key: Sequence, label: str) -> Path:
 def encode_cached(enc, texts: list[str], kind: str, key: Sequence, label: str, batch_size: int = 64,
                   max_len: int = 512, progress: bool = True) -> np.ndarray:
     """enc.encode(texts, kind, batch_size, max_len), or the stored result for the same key."""
-    path = cache_path(key, label)
+    path = cache_path([*_implicit_key(enc, texts), *key], label)
     if path.is_file():
         try:
             e = np.load(path, allow_pickle=False)
             if e.ndim == 2 and e.shape[0] == len(texts):
-                return e
+                return _check_finite(e, texts, label)
         except (OSError, ValueError):
             pass  # a damaged cache file is re-encoded and replaced below
     if progress:
         print(f"encoding {label}: {len(texts)} texts", file=sys.stderr)
     e = np.ascontiguousarray(enc.encode(texts, kind=kind, batch_size=batch_size, max_len=max_len,
                                         progress=progress), dtype=np.float32)
+    _check_finite(e, texts, label)
     buf = io.BytesIO()
     np.save(buf, e, allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())

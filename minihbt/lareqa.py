@@ -16,7 +16,8 @@ Contract
         order; answer[lang][qid] indexes candidates[lang]. A name is fetched and verified by
         minihbt.artifacts; a directory of <lang>.json files is read as it is.
     load_groups(name_or_dir, langs) -> {qid: {lang: Example}}: the training view, one parallel
-        group per question id, holding the languages in which it has an answer sentence.
+        group per question id, holding the languages in which it has an answer sentence; each
+        Example names its answer sentence (sid) and its paragraph's other sentences (negatives).
     dataset_fingerprint(name_or_dir, langs) -> 16 hex digits of the files' sha256, for cache keys.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Hashable, Sequence
 
 from minihbt.artifacts import DataWarning, fetch  # one warning class for all data problems
 from minihbt.files import UserError, sha256_file
@@ -57,9 +58,24 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Example:
+    """One group's training example in one language (the training view; jsonl_groups builds the same).
+
+    sid: the identity of `sentence` within its dataset and language: two examples of one language
+        have equal sids exactly when their answer is the same sentence. LAReQA: (paragraph id,
+        sentence index); None (the default) makes it the text itself, so equal texts are one
+        sentence. The sampler's hard negatives and the loss's false-negative mask compare sids.
+    negatives: candidate hard negatives, (sid, text) pairs in the same language, never `sentence`
+        itself. LAReQA: the other sentences of the paragraph, in order; JSONL: its hard_negatives.
+    """
     question: str
-    sentence: str
+    sentence: str          # the answer sentence: the query's positive passage
     context: str
+    sid: Hashable = None
+    negatives: tuple[tuple[Hashable, str], ...] = ()
+
+    def __post_init__(self):
+        if self.sid is None:
+            object.__setattr__(self, "sid", self.sentence)  # frozen: set once, here
 
 
 @dataclass
@@ -175,13 +191,18 @@ def load_lareqa(name_or_dir: str, langs: Sequence[str] | None = None) -> LAReQA:
 
 
 def load_groups(name_or_dir: str, langs: Sequence[str]) -> dict[str, dict[str, Example]]:
-    """Parallel training groups: qid -> {lang: Example(question, answer sentence, context)}."""
+    """Parallel training groups: qid -> {lang: Example}, each with its paragraph's other sentences
+    as candidate negatives and sid = (paragraph id, sentence index)."""
     ds = load_lareqa(name_or_dir, langs)
     groups: dict[str, dict[str, Example]] = {}
     for lang in ds.langs:
+        paragraphs: dict[str, list[Candidate]] = {}
+        for c in ds.candidates[lang]:
+            paragraphs.setdefault(c.pid, []).append(c)
         for q in ds.questions[lang]:
             c = ds.candidates[lang][ds.answer[lang][q.qid]]
-            groups.setdefault(q.qid, {})[lang] = Example(q.text, c.text, c.context)
+            others = tuple(((o.pid, o.sent), o.text) for o in paragraphs[c.pid] if o.sent != c.sent)
+            groups.setdefault(q.qid, {})[lang] = Example(q.text, c.text, c.context, (c.pid, c.sent), others)
     return groups
 
 

@@ -12,15 +12,20 @@ Protocol (LAReQA, Roy et al. 2020; Elmahdy et al. 2024, sec. 4 and Table 1)
   evaluated language; the relevant set holds the answer sentence in each language.
 - Metrics (minihbt.metrics): AP (denominator = relevant candidates in the pool) averaged into mAP;
   R@1 for mono and cross, R@10 for multi (fraction of the relevant found in the top 10);
-  rank distance (max - min rank of a query's relevant candidates in the pooled ranking).
+  rank distance (max - min rank of a query's relevant candidates in the pooled ranking), defined
+  for queries with at least two relevant candidates: queries with one (a --langs subset, a
+  question asked in one language of the pool) are left out of its means and counted in
+  `rank_distance.excluded` per language. (With all languages of XQuAD-R or MLQA-R every question
+  has an answer in 2 to 11 languages: none is left out.)
   Ranks are exact (minihbt.search, ties to the lower candidate index). Every "mean" is a macro
   mean: over languages, or over ordered pairs for cross; per-language values are means over
   that language's questions. (For MLQA-R, whose languages have different numbers of questions,
   the macro multi mean differs from a mean over all questions pooled.)
 
 Embeddings of each (language, questions|sentences) are cached in <cache>/embeddings, keyed by the
-model fingerprint, the data fingerprint of that language's file, max_len and --context, written
-atomically, so a second run (or a run on a subset of languages) encodes nothing.
+model fingerprint, the data fingerprint of that language's file, max_len and --context (and, by
+minihbt/embed_cache.py, the encoding code, torch version, device and texts), written atomically,
+so a second run (or a run on a subset of languages) encodes nothing.
 
 Contract (cfg: eval.py's EvalConfig; reads dataset, batch_size, max_len, context, progress, model)
     encode_dataset(enc, ds, cfg) -> (Q, C): {lang: np.float32 (questions of lang, H)},
@@ -28,6 +33,8 @@ Contract (cfg: eval.py's EvalConfig; reads dataset, batch_size, max_len, context
     evaluate(ds, Q, C) -> {"mono": {lang: Scores}, "cross": {"x-y": Scores}, "multi": {lang: Scores}}.
     report(ds, res, cfg, zero_shot, seconds) -> the JSON results object; table(report) -> text.
     seen_in_training(provenance, dataset): the zero-shot guard, following base-model provenance.
+    Pair keys are "x-y"; they are built from the language list, never split (codes such as zh-CN
+    contain "-"), and a language set in which two pairs share a key is a UserError.
 """
 from __future__ import annotations
 
@@ -39,7 +46,8 @@ import numpy as np
 
 from minihbt import metrics, search
 from minihbt.embed_cache import encode_cached
-from minihbt.lareqa import Candidate, LAReQA, dataset_fingerprint
+from minihbt.files import UserError
+from minihbt.lareqa import LANGS, Candidate, LAReQA, dataset_fingerprint
 
 
 def candidate_text(c: Candidate, context: bool) -> str:
@@ -73,12 +81,14 @@ class Scores(NamedTuple):
     map: float
     recall: float            # R@1 for mono and cross, R@10 for multi
     queries: int             # questions counted (cross: those with an answer in the candidate language)
-    rank_distance: float = math.nan  # multi only
+    rank_distance: float = math.nan  # multi only: mean over the queries with >= 2 relevant candidates
+    excluded: int = 0        # multi only: queries left out of rank_distance (fewer than 2 relevant)
 
 
 def evaluate(ds: LAReQA, Q: dict[str, np.ndarray], C: dict[str, np.ndarray]) -> dict[str, dict[str, Scores]]:
     """Every LAReQA number from embeddings: {"mono": {lang: Scores}, "cross": {"x-y": ...}, "multi": {lang: ...}}."""
     langs = ds.langs
+    keys = pair_keys(langs)
     mono, cross, multi = {}, {}, {}
     for x in langs:
         qids = [q.qid for q in ds.questions[x]]
@@ -90,7 +100,7 @@ def evaluate(ds: LAReQA, Q: dict[str, np.ndarray], C: dict[str, np.ndarray]) -> 
             if x == y:
                 mono[x] = row
             else:
-                cross[f"{x}-{y}"] = row
+                cross[keys[x, y]] = row
 
     # One score matrix per query language against the pooled candidates of all languages.
     offset = dict(zip(langs, np.cumsum([0] + [len(C[l]) for l in langs])))
@@ -101,9 +111,23 @@ def evaluate(ds: LAReQA, Q: dict[str, np.ndarray], C: dict[str, np.ndarray]) -> 
             rel = [offset[l] + j for l, j in ds.relevant(q.qid, langs)]
             targets[i, : len(rel)] = rel
         r = search.ranks(Q[x], pool, targets)
+        rd = metrics.rank_distance(r)  # NaN where a query has fewer than 2 relevant candidates
         multi[x] = Scores(_mean(metrics.average_precision(r)), _mean(metrics.recall_at_k(r, 10)), len(targets),
-                          _mean(metrics.rank_distance(r)))
+                          _mean(rd), int(np.isnan(rd).sum()))
     return {"mono": mono, "cross": cross, "multi": multi}
+
+
+def pair_keys(langs: list[str]) -> dict[tuple[str, str], str]:
+    """{(x, y): "x-y"} for the ordered pairs of distinct languages; refused if two pairs share a key."""
+    keys = {(x, y): f"{x}-{y}" for x in langs for y in langs if x != y}
+    if len(set(keys.values())) < len(keys):
+        seen: dict[str, tuple[str, str]] = {}
+        for pair, k in keys.items():
+            if k in seen:
+                raise UserError(f"languages {', '.join(sorted(set(seen[k] + pair)))}: the pairs {'/'.join(seen[k])} "
+                                f"and {'/'.join(pair)} would both be reported as {k!r}; rename a <lang>.json file")
+            seen[k] = pair
+    return keys
 
 
 def _json_number(v: float):
@@ -121,6 +145,7 @@ def report(ds: LAReQA, res: dict, cfg, zero_shot: bool, seconds: float) -> dict:
     return {
         "dataset": ds.name,
         "model": cfg.model,
+        "dtype": getattr(cfg, "dtype", "fp32"),  # the encoder's precision (eval.py --dtype)
         "langs": ds.langs,
         "map": {"mono": _summary(mono, "map", "per_lang"),
                 "cross": _summary(cross, "map", "per_pair"),
@@ -128,7 +153,8 @@ def report(ds: LAReQA, res: dict, cfg, zero_shot: bool, seconds: float) -> dict:
         "recall": {"mono@1": _summary(mono, "recall", "per_lang"),
                    "cross@1": _summary(cross, "recall", "per_pair"),
                    "multi@10": _summary(multi, "recall", "per_lang")},
-        "rank_distance": _summary(multi, "rank_distance", "per_lang"),
+        "rank_distance": {**_summary(multi, "rank_distance", "per_lang"),
+                          "excluded": {l: v.excluded for l, v in multi.items()}},  # < 2 relevant candidates
         "counts": {"questions": {l: len(ds.questions[l]) for l in ds.langs},
                    "candidates": {l: len(ds.candidates[l]) for l in ds.langs},
                    "skipped_questions": dict(ds.skipped),
@@ -143,9 +169,11 @@ def report(ds: LAReQA, res: dict, cfg, zero_shot: bool, seconds: float) -> dict:
 def table(out: dict) -> str:
     """Paper layout: one row per language (cross = mean over its pairs as query language), a mean row."""
     m, r = out["map"], out["recall"]
+    keys = pair_keys(out["langs"])
 
     def query_lang_mean(per_pair: dict, x: str) -> float:
-        return _mean([math.nan if v is None else v for k, v in per_pair.items() if k.split("-")[0] == x])
+        values = [per_pair[keys[x, y]] for y in out["langs"] if y != x]
+        return _mean([math.nan if v is None else v for v in values])
 
     def cell(v, digits: int = 3) -> str:
         return f"{v:9.{digits}f}" if v is not None and not math.isnan(v) else f"{'-':>9}"
@@ -180,5 +208,25 @@ def trained_on(provenance: dict | None) -> list[str]:
 
 
 def seen_in_training(provenance: dict | None, dataset: str) -> bool:
-    """Whether `dataset` is among the training data: same name, or a directory of the same name."""
-    return any(Path(d).name == Path(dataset).name for d in trained_on(provenance))
+    """Whether `dataset` is among the training data, by name (the same name, or a directory of the
+    same name) or by content: training stored a fingerprint of each dataset's files in its
+    training languages (`data_fingerprints`), and `dataset`'s files in those languages give the
+    same one. The content test catches a renamed copy of the training data."""
+    if any(Path(d).name == Path(dataset).name for d in trained_on(provenance)):
+        return True
+    while provenance:
+        stored = set((provenance.get("data_fingerprints") or {}).values())
+        if stored and _fingerprint_in(dataset, provenance.get("langs") or []) in stored:
+            return True
+        provenance = provenance.get("base_model_provenance")
+    return False
+
+
+def _fingerprint_in(dataset: str, langs: list[str]) -> str | None:
+    """dataset_fingerprint of a LAReQA dataset's files in `langs` (as train.py takes them), or None."""
+    if Path(dataset).is_dir():
+        available = {p.stem for p in Path(dataset).glob("*.json")}
+    else:
+        available = set(LANGS.get(dataset, ()))
+    share = [l for l in langs if l in available]
+    return dataset_fingerprint(dataset, share) if share else None

@@ -20,6 +20,12 @@ Contract
   `hard_negatives` (M, H) is a negative for every query (hard negatives are extra columns).
 - `offset` exists for data-parallel training, where `passages` holds the passages of all ranks
   and this rank's queries own columns offset .. offset + B - 1.
+- `mask` (B, N + M) bool, True where column j is left out of query i's softmax: it is neither
+  the positive nor a negative (its score becomes -inf, so exp(score) = 0 and no gradient reaches
+  it). The trainer masks known false negatives (a column that is query i's answer sentence or a
+  translation of it, minihbt/sampler.py) and empty hard-negative slots. With a mask,
+      L_i = -log( exp s(q_i, d_i+) / sum_{j not masked for i} exp s(q_i, d_j) ).
+  Masking the positive is an error (ValueError).
 - Returns the mean over the B queries (a 0-dim tensor), differentiable in all inputs.
 """
 from __future__ import annotations
@@ -36,6 +42,7 @@ def info_nce(
     temperature: float = DEFAULT_TEMPERATURE,
     hard_negatives: torch.Tensor | None = None,
     offset: int = 0,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if hard_negatives is not None:
         passages = torch.cat([passages, hard_negatives], dim=0)  # (N + M, H)
@@ -43,4 +50,8 @@ def info_nce(
     d = F.normalize(passages, dim=-1)
     scores = q @ d.T / temperature  # (B, N + M)
     labels = torch.arange(offset, offset + q.shape[0], device=q.device)
+    if mask is not None:
+        if mask[torch.arange(len(labels), device=q.device), labels].any():
+            raise ValueError("info_nce: the mask leaves out a query's own positive")
+        scores = scores.masked_fill(mask, float("-inf"))
     return F.cross_entropy(scores, labels)

@@ -6,12 +6,15 @@ Every metric here is a function of one matrix:
     relevant candidates in its ranking of the whole pool, in any order; 0 fills empty slots
     when queries have different numbers of relevant candidates.
 The tie rule lives in `search`: equal scores are ordered by lower candidate index, so ranks are
-distinct within a row. Each function returns one value per query (float64 (n,)); means are the
-caller's `np.mean`, over queries, unweighted (macro).
+distinct within a row (checked: a repeated rank is a ValueError, as it would give AP above 1).
+Each function returns one value per query (float64 (n,)); means are the caller's `np.mean`, over
+queries, unweighted (macro).
 
 A query with no relevant candidate has no defined AP, recall or rank distance: it gets NaN, so a
-mean that includes it is NaN too rather than silently 0 or 1. Callers leave such queries out
-(eval.py does, and reports how many it kept).
+mean that includes it is NaN too rather than silently 0 or 1. Rank distance needs two relevant
+candidates: a query with one gets NaN too (not 0, which would read as "no language bias").
+Callers leave such queries out and say how many (lareqa_eval reports the kept counts and
+`rank_distance.excluded`).
 
 AP uses trec_eval's and scikit-learn's denominator, the number of relevant candidates in the
 pool, and is computed in closed form from the sorted ranks r_1 < ... < r_R:
@@ -31,6 +34,9 @@ def _checked(ranks) -> np.ndarray:
         raise ValueError(f"ranks must be an integer matrix (n, m), got {r.dtype} {r.shape}")
     if (r < 0).any():
         raise ValueError("ranks must be 1-based, with 0 marking an empty slot")
+    s = np.sort(r, axis=1)
+    if ((s[:, 1:] == s[:, :-1]) & (s[:, 1:] > 0)).any():
+        raise ValueError("ranks in a row must be distinct (one rank per candidate); got a repeated rank")
     return r.astype(np.int64)
 
 
@@ -82,15 +88,16 @@ def rank_distance(ranks) -> np.ndarray:
     """Language bias per query: max minus min rank of its relevant candidates.
 
     In the multilingual setting each row holds the ranks, in the pooled corpus, of the
-    answer sentence in every language that has one; 0 means all answers sit together.
-    One relevant candidate gives 0. No relevant candidate: NaN.
+    answer sentence in every language that has one; a small distance means the answers sit
+    together whatever their language. Defined for queries with at least two relevant
+    candidates; fewer (one, or none): NaN, left out of the caller's mean and counted.
     """
     r = _checked(ranks)
     n_rel = _n_relevant(r)
     big = np.iinfo(np.int64).max
     lo = np.where(r > 0, r, big).min(axis=1)
     hi = r.max(axis=1)
-    return _nan_where_empty((hi - lo).astype(np.float64), n_rel)
+    return np.where(n_rel >= 2, (hi - lo).astype(np.float64), np.nan)
 
 
 def ndcg_at_k(ranks, gains, k: int) -> np.ndarray:

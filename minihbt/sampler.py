@@ -1,4 +1,4 @@
-"""Hybrid batch sampler: which parallel groups, and which languages, make up each training batch.
+"""Hybrid batch sampler: which parallel groups, languages and hard negatives make up each batch.
 
 Reference: Elmahdy, Lin, Ahmad (arXiv 2408.10536), section 3. A parallel group is one question
 (and its answer sentence) in several languages. Batch kinds:
@@ -7,16 +7,36 @@ Reference: Elmahdy, Lin, Ahmad (arXiv 2408.10536), section 3. A parallel group i
 - X-Y ("cross", sampler `xy`): each example's (query language, passage language) is drawn
   uniformly among the ordered pairs of distinct training languages that its group has.
 - hybrid: per batch, X-X with probability alpha, else X-Y.
-A batch never holds two examples of one group: their translations would be false negatives.
-Known gap: two *different* groups can share an answer sentence (questions about one sentence of
-a paragraph; XQuAD-R en has 1,190 questions but 787 distinct answer sentences), so a batch can
-still hold the same passage (or its translation) twice, each a false negative for the other's
-query: about 0.1 such pairs per batch of 16, about 5 per batch of 100. They are not filtered.
 With several datasets, each batch comes from one dataset, chosen with probability proportional
 to its number of groups (groups with at least one training language).
 
-Drawing procedure for one batch, with one seeded `numpy.random.Generator` (`rng`), in this order.
-Datasets keep the order they were given; languages and group ids are sorted.
+Hard negatives (paper eq. 1 trains on triplets (q, d+, d-)): with `hard_negatives` N > 0, each
+example brings N sentences drawn from its candidate negatives (`Example.negatives`: for LAReQA,
+the other sentences of its paragraph, in its passage language). They are extra columns of the
+loss, negatives for every query of the batch. Never drawn: an answer sentence, in that language,
+of any question of the batch (the example's own included), and a sentence already drawn for this
+batch: no hard negative repeats a positive or another hard negative. An example whose paragraph
+has fewer than N eligible sentences leaves the rest of its N slots empty (None); the loss masks
+them (XQuAD-R: 2-7% of examples have no other sentence in their paragraph, th the most).
+
+False negatives. A batch never holds two examples of one group. Different groups can still share
+an answer sentence (questions about one sentence: XQuAD-R en has 1,190 questions but 787
+distinct answer sentences; th, whose sentences are longer, 603), about 0.1 pairs per X-X batch
+of 16. `false_negatives(batch, examples)` marks every (query i, column j) where column j's
+sentence is query i's answer sentence in the column's language: its own answer, or a translation
+of it, exactly the sentences LAReQA's evaluation counts as relevant to i. Sentences are
+identified by `Example.sid` within a dataset and language, as LAReQA identifies candidates
+(XQuAD-R: (paragraph, sentence); a paragraph split differently in another language makes
+different relevant sets there, and the mask follows each language's own).
+
+Columns of a batch, the layout of the loss (`columns`): the B positives in example order, then the
+B * N hard-negative slots, example-major (example e's at B + e*N .. B + e*N + N - 1). Under
+torchrun each rank takes a contiguous shard of examples with their slots, so the gathered columns
+are in this global order (minihbt/parallel.py).
+
+Drawing procedure for one batch, in this order; steps 1-5 use the generator `rng`, step 6 a second
+one, `hard_rng`, so that the groups and languages drawn do not depend on N. Datasets keep the
+order they were given; languages and group ids are sorted.
 1. d = rng.choice(n_datasets, p=groups_per_dataset / total)      (drawn even for one dataset)
 2. sampler hybrid: mono = rng.random() < alpha; xx: mono; xy: cross  (no draw for xx / xy)
 3. mono: lang = langs_d[rng.integers(len(langs_d))], langs_d = sorted training languages of d;
@@ -25,6 +45,10 @@ Datasets keep the order they were given; languages and group ids are sorted.
 4. idx = rng.choice(len(pool), size=B, replace=False); groups = [pool[i] for i in idx]
 5. cross only, for each group in batch order: pairs = [(a, b) for a in L for b in L if a != b]
    with L its sorted training languages; (query_lang, passage_lang) = pairs[rng.integers(len(pairs))]
+6. N > 0, for each example in batch order, p its passage language: eligible = its negatives in
+   their stored order, less the batch's answers in p and the sentences drawn so far;
+   k = min(N, len(eligible)); chosen = [eligible[i] for i in hard_rng.choice(len(eligible), size=k,
+   replace=False)], then N - k empty slots.
 
 Epochs: there are none. Every batch is an independent draw of B distinct groups from the whole
 pool (without replacement within the batch, with replacement across batches), so a group may
@@ -32,19 +56,20 @@ appear again in the next batch and the data order is a pure function of (seed, b
 Since each batch also draws its kind and languages, "one pass over the data" is not a natural
 unit here; a training budget is a number of steps.
 
-State: the generator's bit-generator state and the batch count. `load_state_dict` of a saved
+State: both generators' bit-generator states and the batch count. `load_state_dict` of a saved
 state makes the next batches exactly those an uninterrupted sampler would have drawn.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Mapping
 
 import numpy as np
 
 from .files import UserError
 
 SAMPLERS = ("xx", "xy", "hybrid")
+Slot = tuple[Hashable, str] | None  # a hard negative (sentence id, text), or an empty slot
 
 
 @dataclass(frozen=True)
@@ -53,12 +78,14 @@ class Batch:
     dataset: str
     groups: list[str]                 # B distinct group (question) ids
     pairs: list[tuple[str, str]]      # per example: (query language, passage language)
+    hard: list[list[Slot]] = field(default_factory=list)  # per example, N hard-negative slots (N = 0: [])
 
 
 class HybridSampler:
-    """Draws `Batch`es from {dataset: {group id: languages of the group}}.
+    """Draws `Batch`es from {dataset: {group id: {language: Example}}}.
 
-    A `load_groups` result can be passed as is: a group's dict of examples iterates its languages.
+    Without hard negatives a group may be just its languages ({group id: ["de", "en"]}): a
+    `load_groups` result and a list of languages both iterate the group's languages.
     """
 
     def __init__(
@@ -69,6 +96,7 @@ class HybridSampler:
         sampler: str = "hybrid",
         alpha: float = 0.5,
         seed: int = 0,
+        hard_negatives: int = 0,
     ):
         if sampler not in SAMPLERS:
             raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
@@ -76,13 +104,17 @@ class HybridSampler:
             raise UserError(f"--alpha: expected a probability in [0, 1], got {alpha}")
         if batch_size < 1:
             raise UserError(f"--batch-size: expected a positive integer, got {batch_size}")
+        if hard_negatives < 0:
+            raise UserError(f"--hard-negatives: expected a non-negative integer, got {hard_negatives}")
         self.sampler, self.alpha, self.batch_size = sampler, float(alpha), batch_size
+        self.hard_negatives = hard_negatives
         langs = sorted(set(langs))
         if not langs:
             raise UserError("--langs: expected at least one training language")
         self.names = list(datasets)
         if not self.names:
             raise UserError("--train-data: expected at least one dataset")
+        self.examples = datasets  # read only when drawing hard negatives
 
         # Per dataset: each group's sorted training languages, then the pools of step 3.
         self.group_langs: dict[str, dict[str, list[str]]] = {}
@@ -108,6 +140,7 @@ class HybridSampler:
         self.p_dataset = sizes / sizes.sum()
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+        self.hard_rng = np.random.default_rng([seed, 1])  # its own stream: step 6 leaves steps 1-5 as they are
         self.batches_drawn = 0
 
     def _check_pool_sizes(self) -> None:
@@ -151,12 +184,61 @@ class HybridSampler:
                 ls = self.group_langs[name][gid]
                 options = [(q, p) for q in ls for p in ls if q != p]
                 pairs.append(options[rng.integers(len(options))])
+        hard = draw_hard_negatives(self.hard_rng, self.examples[name], groups, pairs, self.hard_negatives) \
+            if self.hard_negatives else []
         self.batches_drawn += 1
-        return Batch("mono" if mono else "cross", name, groups, pairs)
+        return Batch("mono" if mono else "cross", name, groups, pairs, hard)
 
     def state_dict(self) -> dict:
-        return {"bit_generator": self.rng.bit_generator.state, "batches_drawn": self.batches_drawn}
+        return {"bit_generator": self.rng.bit_generator.state, "batches_drawn": self.batches_drawn,
+                "hard_bit_generator": self.hard_rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["bit_generator"]
         self.batches_drawn = state["batches_drawn"]
+        if "hard_bit_generator" in state:  # absent in checkpoints from before hard negatives (N = 0)
+            self.hard_rng.bit_generator.state = state["hard_bit_generator"]
+
+
+def draw_hard_negatives(rng: np.random.Generator, examples: Mapping[str, Mapping], groups: list[str],
+                        pairs: list[tuple[str, str]], n: int) -> list[list[Slot]]:
+    """Step 6 of the drawing procedure: n slots per example, (sentence id, text) or None."""
+    taken = {(lang, ex.sid) for gid in groups for lang, ex in examples[gid].items()}  # the batch's answers
+    hard = []
+    for gid, (_, p) in zip(groups, pairs):
+        eligible = [(sid, text) for sid, text in examples[gid][p].negatives if (p, sid) not in taken]
+        chosen = [eligible[i] for i in rng.choice(len(eligible), size=min(n, len(eligible)), replace=False)]
+        taken.update((p, sid) for sid, _ in chosen)
+        hard.append(chosen + [None] * (n - len(chosen)))
+    return hard
+
+
+def columns(batch: Batch, examples: Mapping[str, Mapping]) -> list[tuple[str, Hashable] | None]:
+    """The batch's loss columns as (language, sentence id): B positives, then the hard slots (None: empty)."""
+    cols = [(p, examples[gid][p].sid) for gid, (_, p) in zip(batch.groups, batch.pairs)]
+    for (_, p), slots in zip(batch.pairs, batch.hard):
+        cols += [None if s is None else (p, s[0]) for s in slots]
+    return cols
+
+
+def false_negatives(batch: Batch, examples: Mapping[str, Mapping]) -> np.ndarray:
+    """bool (B, B + B*N): True where column j is query i's answer sentence in j's language and j != i.
+
+    examples: the batch's dataset, {group id: {language: Example}}.
+    """
+    cols = columns(batch, examples)
+    where: dict[tuple[str, Hashable], list[int]] = {}
+    for j, c in enumerate(cols):
+        if c is not None:
+            where.setdefault(c, []).append(j)
+    mask = np.zeros((len(batch.groups), len(cols)), dtype=bool)
+    for i, gid in enumerate(batch.groups):
+        for lang, ex in examples[gid].items():  # its answer in each of its languages
+            for j in where.get((lang, ex.sid), ()):
+                mask[i, j] = j != i
+    return mask
+
+
+def empty_slots(batch: Batch) -> np.ndarray:
+    """bool (B + B*N,): True for the columns of empty hard-negative slots."""
+    return np.array([False] * len(batch.groups) + [s is None for slots in batch.hard for s in slots])

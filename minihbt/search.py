@@ -12,6 +12,10 @@ Contract
   j + 1 for the same `max_bytes`.
 - `ranks` gives the exact 1-based rank of each requested candidate without sorting the pool:
       rank(q, c) = 1 + #{c' : s(q,c') > s(q,c)} + #{c' < c : s(q,c') = s(q,c)}
+- Scores must be finite: NaN compares false with everything, so a NaN score would rank first
+  (or last) and give impossible metrics. Non-finite embeddings, and scores that overflow
+  float32, are a `UserError` naming the matrix and its first bad row; nothing is ranked.
+- Targets in a row are distinct candidates, so their ranks are distinct (asserted).
 - Memory is bounded: queries are scored a chunk of rows at a time, sized so that the chunk's
   float32 scores and one comparison mask (6 bytes per candidate) take at most about `max_bytes`.
 """
@@ -20,14 +24,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from minihbt.files import UserError
+
 MAX_BYTES = 256 * 2**20  # scores held at once per chunk of queries
 
 
-def _as_tensor(x) -> torch.Tensor:
+def _as_tensor(x, what: str) -> torch.Tensor:
     t = torch.as_tensor(x)
     if t.dim() != 2:
         raise ValueError(f"expected a 2-D matrix of embeddings, got shape {tuple(t.shape)}")
-    return t.float()
+    t = t.float()
+    _check_finite(t, what)
+    return t
+
+
+def _check_finite(t: torch.Tensor, what: str, first_row: int = 0) -> None:
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        rows = bad.any(dim=1).nonzero().flatten()
+        raise UserError(f"{what}: {int(bad.sum())} value(s) are NaN or infinite, in {rows.numel()} row(s), "
+                        f"the first row {first_row + int(rows[0])}; no ranking is meaningful")
 
 
 def _rows_per_chunk(bytes_per_row: int, max_bytes: int) -> int:
@@ -56,7 +72,7 @@ def topk(queries, candidates, k: int, max_bytes: int = MAX_BYTES) -> tuple[np.nd
     differ have a unique top-k set and only need their ties ordered; the few rows with a tie
     across the cut are rebuilt from the full score row.
     """
-    q, c = _as_tensor(queries), _as_tensor(candidates)
+    q, c = _as_tensor(queries, "queries"), _as_tensor(candidates, "candidates")
     if q.shape[1] != c.shape[1]:
         raise ValueError(f"dimension mismatch: queries {q.shape[1]}, candidates {c.shape[1]}")
     n, N = q.shape[0], c.shape[0]
@@ -69,6 +85,7 @@ def topk(queries, candidates, k: int, max_bytes: int = MAX_BYTES) -> tuple[np.nd
     kk = min(k + 1, N)  # one extra value shows whether a tie crosses the cut
     for a in range(0, n, step):
         s = q[a:a + step] @ c.T  # (b, N)
+        _check_finite(s, "scores (queries x candidates; the embeddings overflow float32)", a)
         vals, idx = torch.topk(s, kk, dim=1, sorted=True)  # (b, kk)
         if kk > k:
             crossing = (vals[:, k - 1] == vals[:, k]).nonzero().flatten().tolist()
@@ -91,20 +108,24 @@ def ranks(queries, candidates, targets, max_bytes: int = MAX_BYTES) -> np.ndarra
     relevant candidates than m) and gets rank 0. Returns int64 (n, m).
     Cost is O(n * m * N) comparisons, no sort: see the rank formula in the module docstring.
     """
-    q, c = _as_tensor(queries), _as_tensor(candidates)
+    q, c = _as_tensor(queries, "queries"), _as_tensor(candidates, "candidates")
     t = np.asarray(targets, dtype=np.int64)
     n, N = q.shape[0], c.shape[0]
     if t.ndim != 2 or t.shape[0] != n:
         raise ValueError(f"targets must have shape ({n}, m), got {t.shape}")
     if t.size and (t.max() >= N or t.min() < -1):
         raise ValueError(f"targets must be candidate indices in [0, {N}) or -1")
+    if _repeats(t, empty=-1):
+        raise ValueError("targets: a candidate appears twice in one row")
     if q.shape[1] != c.shape[1]:
         raise ValueError(f"dimension mismatch: queries {q.shape[1]}, candidates {c.shape[1]}")
     out = np.zeros(t.shape, dtype=np.int64)
     col = np.arange(N)
     step = _rows_per_chunk(6 * N, max_bytes)  # float32 scores + a bool mask
     for a in range(0, n, step):
-        s = (q[a:a + step] @ c.T).numpy()  # (b, N), the same product as in topk
+        s = q[a:a + step] @ c.T  # (b, N), the same product as in topk
+        _check_finite(s, "scores (queries x candidates; the embeddings overflow float32)", a)
+        s = s.numpy()
         tt = t[a:a + step]
         own = np.take_along_axis(s, np.maximum(tt, 0), axis=1)  # (b, m) score of each target
         higher = np.empty(tt.shape, dtype=np.int64)
@@ -122,4 +143,11 @@ def ranks(queries, candidates, targets, max_bytes: int = MAX_BYTES) -> np.ndarra
             tied_lower = (s[tb] == own[tb, tj, None]) & (col < tt[tb, tj, None])  # (ties, N)
             r[tb, tj] += np.count_nonzero(tied_lower, axis=1)
         out[a:a + step] = np.where(tt >= 0, r, 0)
+    assert not _repeats(out, empty=0), "distinct targets got equal ranks"  # the tie rule is a total order
     return out
+
+
+def _repeats(x: np.ndarray, empty: int) -> bool:
+    """Whether some row of x holds a value (other than `empty`) twice."""
+    s = np.sort(x, axis=1)
+    return bool(((s[:, 1:] == s[:, :-1]) & (s[:, 1:] != empty)).any())

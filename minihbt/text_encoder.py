@@ -5,17 +5,50 @@ same encoder; multilingual-e5 marks them with the prefixes "query: " and "passag
 card), which the model directory's minihbt.json carries (minihbt/hf_format.py).
 
 Contract
-- `load_encoder(name_or_dir, device)` -> TextEncoder: a model directory, or a manifest name such
+- `load_encoder(name_or_dir, device, dtype)` -> TextEncoder: a model directory, or a manifest name such
   as "e5-small" (fetched, verified and converted once into the cache, minihbt/convert.py).
 - `TextEncoder.tokenize(texts, kind, max_len)` -> {"input_ids", "attention_mask"} (B, T) on the
   model's device, with the prefix of `kind` ("query" | "passage") prepended.
 - `TextEncoder.encode(texts, kind, batch_size, max_len)` -> np.float32 (n, H), L2-normalised,
   row i for texts[i]; no gradients, dropout off, the model's train/eval mode restored.
-- `TextEncoder.fingerprint`: a hash of weights, tokenizer, prefixes and pooling, for caches.
+  Always unit vectors: every score in minihbt is a cosine, as in the loss (InfoNCE normalises
+  its inputs, minihbt/loss.py), so search's inner product is the score training optimised.
+  `normalize: false` in minihbt.json only makes `Encoder.embed` return the raw pooled vector
+  (and the sentence-transformers export omit its Normalize module); encode then normalises.
+- `TextEncoder.fingerprint`: a hash of weights, tokenizer, prefixes, pooling and precision (the
+  inputs that fix what `encode` returns), for caches.
 - `TextEncoder.save(dir, provenance)`: a complete model directory (hf_format.save_model_dir).
+- `TextEncoder.dtype` ("fp32" | "bf16", from `load_encoder(..., dtype=)`): the precision of `encode`
+  and of train_step.make_embed, on CPU and CUDA alike.
+
+Precision. "fp32" computes everything in float32. "bf16" runs the encoder under
+`torch.autocast(bfloat16)` with the weights kept in fp32 (the master copy AdamW updates):
+- in bf16: every nn.Linear (q, k, v, the attention output, both MLP matrices, the pooler), which
+  autocast feeds bf16 casts of input and weight (products exact, sums accumulated in fp32 by the
+  GEMM, the result rounded to bf16); the GELU of the bf16 MLP activation; the attention's q, k, v.
+  Attention itself (CPU, torch 2.13, checked in tests/test_text_encoder.py): without dropout the
+  flash kernel, which keeps its scores, softmax and sums in fp32 and rounds the output to bf16;
+  with dropout (training) the math kernel, which casts q, k, v up and runs scores, softmax and
+  the weighted sum in fp32. In the backward pass the matrix products run in bf16 too, and the
+  weight gradients are cast to fp32 into `.grad`.
+- in fp32: the embedding lookups and every LayerNorm. CPU autocast would run layer_norm in the
+  dtype of its input, but here each input is fp32: the residual stream starts from fp32
+  embeddings and `bf16 dense output + fp32 residual` promotes to fp32. So residual adds,
+  LayerNorms, pooling and the L2 normalisation are fp32 (LaBSE's pooler is a Linear, so it and
+  its tanh run in bf16; Encoder.embed casts its output up before normalising), and embeddings
+  come out fp32.
+- the loss: train_step computes it outside autocast, in fp32 (inside, CPU autocast would run the
+  score matrix `q @ d.T` in bf16).
+On CUDA the Linears and LayerNorms split the same way (CUDA autocast lists layer_norm as fp32
+too); attention takes the fused bf16 kernels with or without dropout, which keep the softmax in
+fp32 (torch's documentation; not checked here, no GPU was available).
+bf16 pays off only where the hardware multiplies bf16 natively (CUDA GPUs; CPUs with AVX512-BF16
+or AMX). Elsewhere torch emulates it: on the 2-core AVX2 development CPU e5-small encodes about 8x
+slower in bf16 than in fp32 (bench/README.md), so `load_encoder` prints a note there.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,18 +59,40 @@ import numpy as np
 import torch
 
 from minihbt import convert, hf_format
-from minihbt.files import UserError
+from minihbt.files import UserError, old_copy
 from minihbt.tokenizer import Tokenizer
 from minihbt.transformer import Encoder
+
+DTYPES = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, dtype: str):
+    """The context that runs the encoder in `dtype`: bf16 autocast, or nothing for fp32."""
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN finds native bf16 matrix instructions (AVX512-BF16 / AMX) on this CPU."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the check: assume native
+        return True
 
 
 class TextEncoder:
     """An Encoder with its tokenizer and prefixes: texts in, unit vectors out."""
 
-    def __init__(self, model: Encoder, tokenizer: Tokenizer, prefixes: dict[str, str], meta: dict | None = None):
+    def __init__(self, model: Encoder, tokenizer: Tokenizer, prefixes: dict[str, str], meta: dict | None = None,
+                 dtype: str = "fp32"):
         self.model, self.tokenizer = model, tokenizer
         self.prefixes = dict(prefixes)
         self.meta = dict(meta or {})
+        autocast(torch.device("cpu"), dtype)  # refuses an unknown dtype now rather than at the first batch
+        self.dtype = dtype
 
     @property
     def device(self) -> torch.device:
@@ -45,10 +100,13 @@ class TextEncoder:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the weights, tokenizer, prefixes and pooling as they are now (for caches)."""
+        """Hash of the weights, tokenizer, prefixes, pooling and precision as they are now (for caches).
+
+        fp32 adds nothing to the hash, so fp32 fingerprints (and caches keyed by them) are those
+        of the code before `dtype` existed; bf16 embeddings get keys of their own."""
         h = hashlib.sha256()
-        h.update(json.dumps([self.model.config.to_hf(), self.model.config.pooling, self.model.config.normalize,
-                             self.prefixes], sort_keys=True).encode())
+        parts = [self.model.config.to_hf(), self.model.config.pooling, self.model.config.normalize, self.prefixes]
+        h.update(json.dumps(parts + ([self.dtype] if self.dtype != "fp32" else []), sort_keys=True).encode())
         h.update(self.tokenizer.raw_json.encode("utf-8"))
         for k, v in self.model.state_dict().items():
             h.update(k.encode())
@@ -67,7 +125,9 @@ class TextEncoder:
 
     def encode(self, texts: list[str], kind: str = "query", batch_size: int = 64, max_len: int = 512,
                progress: bool | None = None) -> np.ndarray:
-        """L2-normalised embeddings (n, H) as float32, row i for texts[i].
+        """L2-normalised embeddings (n, H) as float32, row i for texts[i], computed in `self.dtype`:
+        unit vectors whatever minihbt.json's `normalize` says, so that inner products are the
+        cosine scores of the loss (see the module docstring).
 
         Texts are tokenised once, sorted by length (longest first, so an out-of-memory shows at
         once) and batched, so little compute goes to padding; rows are put back in input order.
@@ -79,11 +139,13 @@ class TextEncoder:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.device, self.dtype):
                 for start in range(0, len(order), batch_size):
                     rows = order[start:start + batch_size]
                     batch = {k: v.to(self.device) for k, v in self.tokenizer.pad([ids[i] for i in rows]).items()}
                     e = self.model.embed(batch["input_ids"], batch["attention_mask"])
+                    if not self.model.config.normalize:  # the same op embed applies when it normalises
+                        e = torch.nn.functional.normalize(e, dim=-1)
                     out[rows] = e.float().cpu().numpy()
                     if show:
                         print(f"\rencode: {start + len(rows)}/{len(ids)} texts", end="", file=sys.stderr)
@@ -100,14 +162,22 @@ class TextEncoder:
         self.meta = hf_format.save_model_dir(dir, self.model, self.tokenizer, self.prefixes, prov)
 
 
-def load_encoder(name_or_dir: str | os.PathLike, device: str = "cpu") -> TextEncoder:
-    """A model directory, or a manifest name such as "e5-small" (fetched and converted once)."""
+def load_encoder(name_or_dir: str | os.PathLike, device: str = "cpu", dtype: str = "fp32") -> TextEncoder:
+    """A model directory, or a manifest name such as "e5-small" (fetched and converted once), on
+    `device`, encoding in `dtype` ("fp32" | "bf16", see the module docstring)."""
     path = Path(name_or_dir)
     if not path.is_dir():
         if os.sep in str(name_or_dir) or not str(name_or_dir):
-            raise UserError(f"{name_or_dir}: model directory not found")
+            old = old_copy(path)  # a save (of a checkpoint) killed between its two renames
+            raise UserError(f"{name_or_dir}: model directory not found" + (
+                f"; an interrupted save left its previous version as {old} (train.py --resume {path} "
+                "restores a checkpoint; or rename it back)" if old else ""))
         path = convert.model_dir(str(name_or_dir))
     meta = hf_format.read_meta(path)
     model = hf_format.load_pretrained(path).to(device)
     tokenizer = Tokenizer.from_file(path / "tokenizer.json")
-    return TextEncoder(model, tokenizer, meta["prefixes"], meta)
+    te = TextEncoder(model, tokenizer, meta["prefixes"], meta, dtype)
+    if dtype == "bf16" and te.device.type == "cpu" and not cpu_has_bf16():
+        print("note: bf16 on a CPU without AVX512-BF16 / AMX: torch emulates it, expect it slower "
+              "than fp32 (about 8x for e5-small on a 2-core AVX2 CPU)", file=sys.stderr)
+    return te

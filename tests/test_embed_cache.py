@@ -1,11 +1,17 @@
 """minihbt.embed_cache: each (language, questions|sentences) encoded once, read back on the next
 run, encoded again under another key."""
 import hashlib
+import importlib.metadata
+import json
+from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
+from minihbt import embed_cache
 from minihbt.embed_cache import cache_path, encode_cached
-from minihbt.lareqa import dataset_fingerprint
+from minihbt.files import UserError
 from test_lareqa_eval import FakeEncoder, run
 
 
@@ -50,7 +56,7 @@ def test_damaged_or_mismatched_file_is_encoded_again(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path))
     enc = Counting()
     encode_cached(enc, ["a", "bb"], "query", ("k",), "x", progress=False)
-    path = cache_path(("k",), "x")
+    [path] = (tmp_path / "embeddings").glob("x-*.npy")
     path.write_bytes(b"not an npy file")
     assert encode_cached(enc, ["a", "bb"], "query", ("k",), "x", progress=False).tolist() == [[0, 1], [1, 2]]
     assert len(enc.calls) == 2
@@ -58,11 +64,45 @@ def test_damaged_or_mismatched_file_is_encoded_again(tmp_path, monkeypatch):
     assert len(enc.calls) == 3  # 2 rows stored for 3 texts: not this list's embeddings
 
 
-def test_lareqa_file_names_are_those_eval_py_always_wrote(tmp_path, monkeypatch):
-    # Cache files written before embed_cache.py existed must still be found: the key string is
-    # "<model fp>|<data fp>|<lang>|<kind>|<max_len>|<context>" and the name <lang>-<kind>-<24 hex>.
-    run(tmp_path, monkeypatch, encoder=FakeEncoder(), langs=["en"])
-    data_fp = dataset_fingerprint(str(tmp_path / "tiny"), ["en"])
-    want = {f"en-{kind}-" + hashlib.sha256(f"fake-encoder-v1|{data_fp}|en|{kind}|512|0".encode()).hexdigest()[:24]
-            + ".npy" for kind in ("query", "passage")}
-    assert {p.name for p in (tmp_path / "cache" / "embeddings").iterdir()} == want
+def test_point05_cache_key_holds_the_encoding_code_torch_device_and_texts(tmp_path, monkeypatch):
+    # The key had no code version: after a fix to the tokenizer, transformer or encode, old
+    # embeddings (and every number computed from them) were served on. Now the file name is the
+    # hash of the source of that code, the torch version, the device type, the texts and the key.
+    monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path))
+    enc, texts = Counting(), ["a", "bb"]
+    encode_cached(enc, texts, "query", ("k",), "x", progress=False)
+    texts_hash = hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]
+    parts = [embed_cache.CODE_VERSION, importlib.metadata.version("torch"), "cpu", texts_hash, "k"]
+    assert [p.name for p in (tmp_path / "embeddings").iterdir()] == [cache_path(parts, "x").name]
+
+    monkeypatch.setattr(embed_cache, "CODE_VERSION", "after-a-fix")  # another source: encoded again
+    encode_cached(enc, texts, "query", ("k",), "x", progress=False)
+    enc.device = torch.device("cuda", 1)  # another device: encoded again (cuda:0 and cuda:1 are one)
+    encode_cached(enc, texts, "query", ("k",), "x", progress=False)
+    encode_cached(enc, ["a", "bc"], "query", ("k",), "x", progress=False)  # other texts, same count
+    assert len(enc.calls) == 4 and len(list((tmp_path / "embeddings").iterdir())) == 4
+
+    # The version is the hash of the encoding modules' source: any edit of them changes it.
+    src = [tmp_path / f for f in embed_cache.ENCODING_CODE]
+    for f in src:
+        f.write_bytes((Path(embed_cache.__file__).parent / f.name).read_bytes())
+    assert embed_cache.source_hash(src) == embed_cache.source_hash(
+        Path(embed_cache.__file__).with_name(f) for f in embed_cache.ENCODING_CODE)
+    before = embed_cache.source_hash(src)
+    src[1].write_bytes(src[1].read_bytes() + b"\n")  # transformer.py, one byte more
+    assert embed_cache.source_hash(src) != before
+
+
+def test_point03_non_finite_embeddings_are_a_user_error_and_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path))
+
+    class NaNs(Counting):
+        def encode(self, texts, **kw):
+            e = super().encode(texts, **kw)
+            e[1, 0] = np.nan
+            return e
+
+    with pytest.raises(UserError, match=r"^en-query: the model gave NaN or infinite embeddings for 1 of 3 texts "
+                                        r"\(first: text 1, 'bb'\); nothing was cached or scored$"):
+        encode_cached(NaNs(), ["a", "bb", "c"], "query", ("k",), "en-query", progress=False)
+    assert not (tmp_path / "embeddings").exists() or not list((tmp_path / "embeddings").iterdir())

@@ -91,6 +91,30 @@ def test_groups_are_parallel_across_training_languages():
     assert ex.sentence in ex.context
 
 
+def test_examples_name_their_sentence_and_carry_the_paragraph_as_negatives():
+    # Re-read from the raw JSON: sid = (paragraph id, sentence index), negatives = the paragraph's
+    # other sentences in order, each with its own sid.
+    groups = lareqa.load_groups("mlqa-r", ["de"])
+    doc = json.loads(artifacts.fetch("mlqa-r", ["de.json"])["de.json"].read_text())
+    checked = 0
+    for ai, article in enumerate(doc["data"][:40]):
+        for pi, par in enumerate(article["paragraphs"]):
+            for qa in par["qas"]:
+                start = qa["answers"][0]["answer_start"]
+                hit = [k for k, (s, e) in enumerate(par["sentence_breaks"]) if s <= start < e]
+                ex = groups[qa["id"]]["de"]
+                assert ex.sid == (f"{ai}.{pi}", hit[0]) and ex.sentence == par["sentences"][hit[0]]
+                assert ex.negatives == tuple(((f"{ai}.{pi}", k), t) for k, t in enumerate(par["sentences"])
+                                             if k != hit[0])
+                checked += 1
+    assert checked > 50
+
+
+def test_example_without_sid_is_identified_by_its_text():
+    assert lareqa.Example("q", "The cat.", "ctx").sid == "The cat."
+    assert lareqa.Example("q", "The cat.", "ctx", ("0.1", 2)).sid == ("0.1", 2)
+
+
 def test_fingerprint_depends_on_languages_and_content(tmp_path):
     assert lareqa.dataset_fingerprint("mlqa-r", ["en"]) != lareqa.dataset_fingerprint("mlqa-r", ["en", "de"])
     d = write_lareqa(tmp_path / "toy")

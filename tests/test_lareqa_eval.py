@@ -8,6 +8,7 @@ import pytest
 
 import eval as eval_cli
 from minihbt import lareqa_eval
+from minihbt.files import UserError
 
 
 # ---------------------------------------------------------------- the tiny dataset
@@ -145,3 +146,76 @@ def test_seen_in_training_follows_base_models():
     assert lareqa_eval.seen_in_training(tuned_again, "mlqa-r")
     assert lareqa_eval.seen_in_training(tuned_again, "/elsewhere/other")  # a directory, by its name
     assert not lareqa_eval.seen_in_training(None, "mlqa-r")
+
+
+def pooled_rank(lang: str, qid: str, name: str, langs: list[str]) -> int:
+    """Rank of sentence `name` for (lang, qid) in the pool of `langs`: ORDER without the others."""
+    ranked = [n for n in ORDER[(lang, qid)].split() if n[:2] in langs]
+    return ranked.index(name) + 1
+
+
+def test_point02_rank_distance_leaves_out_queries_with_one_relevant_and_counts_them(tmp_path, monkeypatch):
+    # Pool en + zh: en q1's answers en1 and zh1 (distance 7); en q2 is answered in en only, so it
+    # has no distance (it counted as 0, halving en's mean); zh q1's answers zh1 and en1 (distance 1).
+    langs = ["en", "zh"]
+    out = run(tmp_path, monkeypatch, langs=langs)
+    en = pooled_rank("en", "q1", "zh1", langs) - pooled_rank("en", "q1", "en1", langs)
+    zh = pooled_rank("zh", "q1", "en1", langs) - pooled_rank("zh", "q1", "zh1", langs)
+    assert (en, zh) == (7, 1)
+    assert out["rank_distance"] == {"mean": (en + zh) / 2, "per_lang": {"en": en, "zh": zh},
+                                    "excluded": {"en": 1, "zh": 0}}
+    # One language: no query has two answers in the pool, so there is no rank distance (not 0).
+    one = run(tmp_path, monkeypatch, langs=["en"])
+    assert one["rank_distance"] == {"mean": None, "per_lang": {"en": None}, "excluded": {"en": 2}}
+    assert lareqa_eval.table(one).splitlines()[-1].endswith("-")
+    # All three languages: every query has >= 2 answers (q2 in en and de), none is left out.
+    assert run(tmp_path, monkeypatch)["rank_distance"]["excluded"] == {"de": 0, "en": 0, "zh": 0}
+
+
+def test_point07_a_renamed_copy_of_the_training_data_is_caught(tmp_path, monkeypatch, capsys):
+    # A model trained (by train.py, for real) on a dataset directory, then evaluated on a renamed
+    # copy of it: the names differ, the content fingerprint does not.
+    import train
+    from test_train import TINY_BERT, write_lareqa
+
+    trained_on = write_lareqa(tmp_path / "toy")
+    assert train.main(["--sampler", "xx", "--model", TINY_BERT, "--train-data", str(trained_on),
+                       "--langs", "en,de", "--batch-size", "2", "--max-steps", "1", "--val-every", "0",
+                       "--out", str(tmp_path / "run")]) == 0
+    model = str(tmp_path / "run" / "checkpoint")
+    copy = tmp_path / "renamed"
+    copy.mkdir()
+    for f in trained_on.glob("*.json"):
+        (copy / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path / "cache"))
+    def cfg(dataset, **kw):
+        return eval_cli.EvalConfig(dataset=str(dataset), model=model, progress=False, **kw)
+
+    with pytest.raises(UserError, match="provenance lists .*renamed as training data"):
+        eval_cli.run(cfg(copy))
+    assert eval_cli.run(cfg(copy, allow_seen=True))["zero_shot"] is False
+    # Trained on en and de only: what the copy holds in es does not matter; en and de do.
+    (copy / "es.json").write_text((copy / "es.json").read_text().replace("París", "Lyon"))
+    with pytest.raises(UserError, match="would not be zero-shot"):
+        eval_cli.run(cfg(copy))
+    (copy / "en.json").write_text((copy / "en.json").read_text().replace("Paris", "Lyon"))
+    assert eval_cli.run(cfg(copy))["zero_shot"] is True
+    # Followed through base models, as the names are.
+    prov = json.loads((Path(model) / "minihbt.json").read_text())["provenance"]
+    assert lareqa_eval.seen_in_training({"train_data": ["x"], "base_model_provenance": prov}, str(trained_on))
+
+
+def test_point11_language_codes_with_a_hyphen(tmp_path, monkeypatch):
+    # "zh-CN" as a directory dataset's language: the table's cross column used k.split("-")[0]
+    # and found no pair for zh-CN. Pair keys are built from the language list instead.
+    data_dir = write_dataset(tmp_path / "tiny")
+    (data_dir / "zh.json").rename(data_dir / "zh-CN.json")
+    out = run(tmp_path, monkeypatch)
+    assert out["langs"] == ["de", "en", "zh-CN"]
+    pairs = out["map"]["cross"]["per_pair"]
+    assert sorted(pairs) == ["de-en", "de-zh-CN", "en-de", "en-zh-CN", "zh-CN-de", "zh-CN-en"]
+    row = next(l for l in lareqa_eval.table(out).splitlines() if l.startswith("zh-CN "))
+    assert float(row.split()[2]) == pytest.approx((pairs["zh-CN-de"] + pairs["zh-CN-en"]) / 2, abs=5e-4)
+    # A language set in which two pairs share a key cannot be reported: one line, before any work.
+    with pytest.raises(UserError, match=r"the pairs a/b-c and a-b/c would both be reported as 'a-b-c'"):
+        lareqa_eval.pair_keys(["a", "a-b", "b-c", "c"])

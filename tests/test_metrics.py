@@ -99,13 +99,21 @@ def test_rank_distance_three_languages_by_hand():
     # Query B: answers at 2, 3, 5 -> 3. Query C: only two languages have an answer -> 7 - 6.
     ranks = np.array([[1, 4, 9], [3, 5, 2], [7, 0, 6]])
     np.testing.assert_array_equal(metrics.rank_distance(ranks), [8, 3, 1])
-    assert metrics.rank_distance([[4, 0, 0]])[0] == 0
+
+
+def test_point02_rank_distance_needs_two_relevant_candidates():
+    # One answer (a --langs subset, or a question asked in one language only): no distance to
+    # measure, so NaN, not 0 ("no bias"), which pulled the means down (229 instead of 573 for
+    # MLQA-R ar with --langs ar de); none: NaN as before. Two or more: max - min.
+    rd = metrics.rank_distance([[4, 0, 0], [0, 0, 0], [4, 0, 9], [12, 3, 0]])
+    assert np.isnan(rd[0]) and np.isnan(rd[1]) and rd[2:].tolist() == [5, 9]
+    assert np.nanmean(rd) == 7.0  # the caller's mean over the queries where it is defined
 
 
 def test_query_without_relevant_is_nan_not_zero():
-    ranks = np.array([[2, 0], [0, 0]])
+    ranks = np.array([[2, 7], [0, 0]])
     for values in (metrics.average_precision(ranks), metrics.recall_at_k(ranks, 5),
-                   metrics.rank_distance(ranks), metrics.ndcg_at_k(ranks, [[1, 0], [0, 0]], 5)):
+                   metrics.rank_distance(ranks), metrics.ndcg_at_k(ranks, [[1, 1], [0, 0]], 5)):
         assert np.isfinite(values[0])
         assert np.isnan(values[1])
     assert np.isnan(metrics.mean_average_precision(ranks))
@@ -116,6 +124,14 @@ def test_bad_ranks_rejected():
         metrics.average_precision([[1.5]])
     with pytest.raises(ValueError, match="1-based"):
         metrics.average_precision([[-1]])
+
+
+def test_point03_repeated_ranks_are_rejected():
+    # Two relevant candidates cannot share a rank; NaN scores once gave [[1, 1]] and AP = 1.5.
+    for f in (metrics.average_precision, metrics.rank_distance, lambda r: metrics.recall_at_k(r, 1)):
+        with pytest.raises(ValueError, match="distinct"):
+            f([[3, 0], [1, 1]])
+    np.testing.assert_allclose(metrics.average_precision([[0, 0, 2], [3, 1, 0]]), [0.5, (1 + 2 / 3) / 2])
 
 
 def test_ap_matches_a_per_query_loop():

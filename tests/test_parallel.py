@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -18,8 +19,8 @@ from minihbt import load_encoder, parallel, train_step
 from minihbt.files import run_cli
 from minihbt.lareqa import load_groups
 from minihbt.loss import info_nce
-from minihbt.sampler import HybridSampler
-from test_train import LANGS, TINY_BERT, args, losses, steps
+from minihbt.sampler import Batch, draw_hard_negatives
+from test_train import LANGS, TINY_BERT, args, losses, steps, write_lareqa
 from test_train import data, one_thread  # noqa: F401  pytest fixtures shared with test_train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,35 +54,55 @@ def _worker(rank, world_size, port, fn, fn_args):
 
 # --- data parallel == one process -------------------------------------------------------------
 
-def three_steps(model_dir: str, data: str, chunk: int, hard_negatives: bool, out: str | None = None,
+# Global batches over write_lareqa(shared=True), where q<k>b shares q<k>'s answer sentence: each
+# pair sits on different ranks (examples 0-1 on rank 0, 2-3 on rank 1), so their masked columns
+# are gathered ones. Hand count, 2 masked (query, column) pairs per batch: (0, 2) and (2, 0) in
+# batches 1 and 2 (the same en sentence twice); in batch 3, column 0 (q06b's passage, de) is
+# q06's answer in de and column 3 (q06's passage, es) is q06b's answer in es: (3, 0) and (0, 3).
+BATCHES = [
+    ("mono", ["q00", "q04", "q00b", "q07"], [("en", "en")] * 4),
+    ("cross", ["q03b", "q06", "q03", "q10"], [("de", "en"), ("en", "es"), ("es", "en"), ("de", "es")]),
+    ("cross", ["q06b", "q01", "q09", "q06"], [("es", "de"), ("de", "en"), ("en", "es"), ("en", "es")]),
+]
+
+
+def three_steps(model_dir: str, data: str, chunk: int, recipe: bool, out: str | None = None,
                 world: parallel.World = parallel.SINGLE) -> dict:
-    """Three AdamW steps of train.py's step on global batches of 4, in float64, on this process's
-    shard; with hard negatives, 4 passages of groups outside the batch (1 or 2 per rank)."""
+    """Three AdamW steps of train.py's step on the global BATCHES, in float64, on this process's
+    shard. recipe: the paper recipe, 2 hard negatives per example drawn by the sampler's rule (batch 1
+    leaves q00b's slots empty: q00 took its paragraph's other sentences) and the false-negative mask;
+    else neither (the false negatives stay in as negatives)."""
     torch.manual_seed(0)
-    cfg = train.TrainConfig(batch_size=4, lr=1e-3, max_steps=3, warmup=1, grad_cache_chunk=chunk)
+    cfg = train.TrainConfig(batch_size=4, lr=1e-3, max_steps=3, warmup=1, grad_cache_chunk=chunk,
+                            hard_negatives=2 * recipe, false_negatives="mask" if recipe else "keep")
     encoder = load_encoder(model_dir)
     encoder.model.double().train()  # float64: differences are summation order, ~1e-16, not float32 noise
     embed = train_step.make_embed(encoder, cfg)
     optimizer = train_step.make_optimizer(encoder.model, cfg)
     groups = {data: load_groups(data, LANGS)}
-    sampler = HybridSampler(groups, LANGS, cfg.batch_size, "hybrid", 0.5, seed=1)
-    logged = []
-    for step in range(1, cfg.max_steps + 1):
-        batch = next(sampler)
+    rng = np.random.default_rng(0)
+    logged, masked, empty = [], [], []
+    for step, (kind, gids, pairs) in enumerate(BATCHES, 1):
+        hard = draw_hard_negatives(rng, groups[data], gids, pairs, cfg.hard_negatives) if recipe else []
+        batch = Batch(kind, data, gids, pairs, hard)
         queries, passages = train_step.batch_texts(batch, groups)
-        others = sorted(set(groups[data]) - set(batch.groups))[:4]
-        hard = [groups[data][gid][pl].sentence for gid, (_, pl) in zip(others, batch.pairs)] if hard_negatives else []
+        texts, mask, n_false = train_step.batch_negatives(batch, groups, cfg)
+        masked.append(0 if mask is None else int(mask[:, :4].sum()))  # the mask's in-batch part
+        assert n_false == 2  # found either way; with "keep" they stay in the softmax
+        empty.append(texts.count(None))
         for g in optimizer.param_groups:
             g["lr"] = train_step.lr_at(step, cfg)
         loss = train_step.loss_and_backward(encoder, embed, parallel.shard(queries, world),
-                                            parallel.shard(passages, world), cfg, world, parallel.shard(hard, world))
+                                            parallel.shard(passages, world), cfg, world, parallel.shard(texts, world),
+                                            None if mask is None else parallel.shard(mask, world))
         logged.append(parallel.mean(loss, world))
         parallel.average_gradients(encoder.model, world)
         if step == 1:  # AdamW would hide a wrong gradient scale; compare the gradient itself too
             first_grads = grads(encoder.model)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    result = {"losses": logged, "grads": first_grads, "weights": encoder.model.state_dict()}
+    result = {"losses": logged, "grads": first_grads, "weights": encoder.model.state_dict(), "masked": masked,
+              "empty": empty}
     if out and world.rank == 0:
         torch.save(result, out)
     return result
@@ -99,17 +120,24 @@ def max_diff(a: dict, b: dict) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
-def test_two_processes_match_one_process(data, tmp_path):
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    return str(write_lareqa(tmp_path_factory.mktemp("lareqa") / "shared", shared=True))
+
+
+def test_two_processes_match_one_process(shared, tmp_path):
+    data = shared
     model = without_dropout(tmp_path / "tiny-bert")  # the ranks' dropout masks would differ
-    one = three_steps(model, data, 0, hard_negatives=True)
+    one = three_steps(model, data, 0, recipe=True)
+    assert one["masked"] == [2, 2, 2] and one["empty"][0] == 2  # the hand count; q00b's two empty slots
     spawn(two_ranks, 2, model, data, str(tmp_path / "two"))
     for variant in ("plain", "gradcache"):
         two = torch.load(tmp_path / f"two-{variant}.pt")
         assert two["losses"] == pytest.approx(one["losses"], abs=1e-12), variant
         assert max_diff(two["grads"], one["grads"]) <= 1e-12, variant
         assert max_diff(two["weights"], one["weights"]) <= 1e-6, variant
-    # The comparison can fail: the hard negatives are in the loss and move the weights.
-    assert max_diff(three_steps(model, data, 0, hard_negatives=False)["weights"], one["weights"]) > 1e-4
+    # The comparison can fail: the hard negatives and the mask are in the loss and move the weights.
+    assert max_diff(three_steps(model, data, 0, recipe=False)["weights"], one["weights"]) > 1e-4
 
 
 # --- GradCache == the whole batch -------------------------------------------------------------
@@ -245,7 +273,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 @cuda
 def test_bf16_step_matches_fp32_loosely():
     cpu = load_encoder(TINY_BERT)
-    gpu = load_encoder(TINY_BERT, device="cuda")
+    gpu = load_encoder(TINY_BERT, device="cuda", dtype="bf16")  # train.py's default on cuda
     cpu.model.eval(), gpu.model.eval()  # same function: no dropout
     cfg = train.TrainConfig()
     ref = train_step.loss_and_backward(cpu, train_step.make_embed(cpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)

@@ -1,25 +1,163 @@
-"""reproduce.py: the committed docs/RESULTS.md tables are exactly those built from the committed JSON."""
+"""reproduce.py and docs/RESULTS.md: every number in the committed tables is recomputed here from
+the committed docs/results/*.json, with this file's own reading of the JSON and the tables and
+its own mean and standard deviation (the statistics module, not reproduce.mean_sd), so a wrong
+number in the tables, or a table builder that computes one, fails a test."""
 import json
 import math
+import re
+import statistics
+from pathlib import Path
+
+import pytest
 
 import reproduce
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_MD = ROOT / "docs" / "RESULTS.md"
+LABEL = {"zero-shot": "zero-shot", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid"}
+SECTION = re.compile(r"<!-- reproduce\.py: (?:(\w+) recipe )?tables begin -->(.*?)<!-- reproduce\.py: "
+                     r"(?:\w+ recipe )?tables end -->", re.S)
+
+
+def committed_runs() -> dict[tuple[str | None, str, str], list[dict]]:
+    """{(recipe, eval dataset, table label): [result per seed, in seed order]}, from the file names
+    (<eval>__zero-shot.json, recipe None: every section shows it; <eval>__<train>-<sampler>[-<recipe>]
+    -s<seed>.json, no recipe tag: the first reproduction's, "old")."""
+    runs: dict[tuple[str | None, str, str], list[tuple[int, dict]]] = {}
+    for path in sorted((ROOT / "docs" / "results").glob("*.json")):
+        m = re.fullmatch(r"(?P<eval>[a-z-]+)__(?:zero-shot|.+?-(?P<sampler>xx|xy|hybrid)(?:-(?P<recipe>[a-z]+))?"
+                         r"-s(?P<seed>\d+))", path.stem)
+        assert m, f"{path.name}: unexpected result file name"
+        recipe = None if m["sampler"] is None else m["recipe"] or "old"
+        key = (recipe, m["eval"], LABEL[m["sampler"] or "zero-shot"])
+        runs.setdefault(key, []).append((int(m["seed"] or 0), json.loads(path.read_text())))
+    return {k: [r for _, r in sorted(v, key=lambda x: x[0])] for k, v in runs.items()}
+
+
+def parse_sections(text: str) -> dict[str, dict[tuple[str, str], dict[str, list[str]]]]:
+    """{recipe: {(eval dataset, table title): {first cell: the other cells}}}; a table's title is
+    the text line above it."""
+    sections = {}
+    for recipe, body in SECTION.findall(text):
+        tables, eval_data, title, current = {}, None, None, None
+        for line in body.splitlines():
+            if m := re.match(r"### (?:\w+ recipe, e|E)valuated on (\S+) ", line):
+                eval_data = m[1]
+            if not line.startswith("|"):
+                current = None
+                if line.strip():
+                    title = line.strip()
+            elif current is None:  # a table's header row
+                current = tables.setdefault((eval_data, title), {})
+            elif not line.startswith("|---"):
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                current[cells[0]] = cells[1:]
+        sections[recipe or "old"] = tables
+    return sections
+
+
+def table(tables: dict, eval_data: str, title_start: str) -> dict[str, list[str]]:
+    [found] = [t for (e, title), t in tables.items() if e == eval_data and title.startswith(title_start)]
+    return found
+
+
+def check_cell(cell: str, values: list[float], digits: int, where: str) -> None:
+    """`cell` is "m" (one run) or "m ± sd" (several, sample standard deviation), each rounded to
+    `digits` decimals."""
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    parts = cell.split(" ± ")
+    assert len(parts) == (1 if sd is None else 2), f"{where}: {cell!r} for {len(values)} run(s)"
+    half = 0.5 * 10 ** -digits + 1e-12  # a rounded figure lies within half a unit of its last digit
+    assert re.fullmatch(rf"-?\d+\.\d{{{digits}}}", parts[0]), f"{where}: {parts[0]!r} has not {digits} decimals"
+    assert abs(float(parts[0]) - mean) <= half, f"{where}: table {parts[0]}, recomputed mean {mean}"
+    if sd is not None:
+        assert abs(float(parts[1]) - sd) <= half, f"{where}: table sd {parts[1]}, recomputed sd {sd}"
+
+
+def cross_query_mean(r: dict, x: str) -> float:
+    # "x-y" keys are built from the language list, never split; a null pair (no question) is skipped
+    values = [r["map"]["cross"]["per_pair"][f"{x}-{y}"] for y in r["langs"] if y != x]
+    return statistics.fmean(v for v in values if v is not None)
+
+
+MAIN = [("mono mAP", 3, lambda r: r["map"]["mono"]["mean"]),  # the columns after "trained on"
+        ("cross mAP", 3, lambda r: r["map"]["cross"]["mean"]),
+        ("multi mAP", 3, lambda r: r["map"]["multi"]["mean"]),
+        ("rank distance", 1, lambda r: r["rank_distance"]["mean"]),
+        ("mono R@1", 3, lambda r: r["recall"]["mono@1"]["mean"]),
+        ("cross R@1", 3, lambda r: r["recall"]["cross@1"]["mean"]),
+        ("multi R@10", 3, lambda r: r["recall"]["multi@10"]["mean"])]
+PER_LANG = [("mono mAP per language", 3, lambda r, x: r["map"]["mono"]["per_lang"][x]),
+            ("multi mAP per language", 3, lambda r, x: r["map"]["multi"]["per_lang"][x]),
+            ("cross mAP per query language", 3, cross_query_mean),
+            ("rank distance per query language", 1, lambda r, x: r["rank_distance"]["per_lang"][x])]
+
+
+def test_point12_results_md_numbers_recomputed_from_json():
+    runs = committed_runs()
+    sections = parse_sections(RESULTS_MD.read_text())
+    assert (None, "mlqa-r", "zero-shot") in runs, "docs/results/mlqa-r__zero-shot.json is missing"
+    recipes = {recipe for recipe, _, _ in runs if recipe is not None}
+    assert recipes <= set(sections), f"results of recipes {recipes - set(sections)} have no tables"
+    checked = 0
+    for recipe in recipes:
+        tables = sections[recipe]
+        for (rec, eval_data, label), results in runs.items():
+            if rec not in (None, recipe):
+                continue
+            langs = results[0]["langs"]
+            assert all(r["langs"] == langs for r in results)
+            main = table(tables, eval_data, "mAP per setting")[f"{label} (e5-small)"]
+            for cell, (what, digits, value) in zip(main[1:], MAIN, strict=True):
+                check_cell(cell, [value(r) for r in results], digits, f"{recipe} {eval_data} {label} {what}")
+                checked += 1
+            for title, digits, value in PER_LANG:
+                row = table(tables, eval_data, title)[label]
+                for cell, x in zip(row, langs, strict=True):
+                    where = f"{recipe} {eval_data} {label} {title} {x}"
+                    check_cell(cell, [value(r, x) for r in results], digits, where)
+                    checked += 1
+    assert checked >= 4 * (7 + 4 * 7)  # at least the first reproduction: 4 models, every figure of each
+
+
+def test_point12_json_means_are_macro_means_of_their_parts():
+    for results in committed_runs().values():
+        for r in results:
+            langs = r["langs"]
+            pairs = [f"{x}-{y}" for x in langs for y in langs if x != y]
+            for block, keys in ((r["map"]["mono"], langs), (r["map"]["multi"], langs), (r["map"]["cross"], pairs),
+                                (r["recall"]["mono@1"], langs), (r["recall"]["multi@10"], langs),
+                                (r["recall"]["cross@1"], pairs), (r["rank_distance"], langs)):
+                values = block.get("per_lang") or block.get("per_pair")
+                assert sorted(values) == sorted(keys)
+                assert block["mean"] == pytest.approx(statistics.fmean(values[k] for k in keys), rel=1e-12)
+
+
+def test_point12_a_wrong_figure_is_caught():
+    """The check can fail: a table figure one unit off in its last digit is found."""
+    zero = committed_runs()[(None, "mlqa-r", "zero-shot")]
+    good = f"{zero[0]['map']['mono']['mean']:.3f}"
+    check_cell(good, [r["map"]["mono"]["mean"] for r in zero], 3, "mono")
+    with pytest.raises(AssertionError, match="recomputed mean"):
+        check_cell(f"{float(good) + 0.001:.3f}", [r["map"]["mono"]["mean"] for r in zero], 3, "mono")
+    with pytest.raises(AssertionError, match="recomputed sd"):
+        check_cell("0.600 ± 0.142", [0.5, 0.7], 3, "sd")
+
+
+def test_point11_query_language_means_with_hyphenated_codes():
+    per_pair = {"zh-CN-en": 0.5, "zh-CN-de": 0.7, "en-zh-CN": 0.1, "de-zh-CN": 0.2, "en-de": 0.3, "de-en": None}
+    langs = ["de", "en", "zh-CN"]
+    assert reproduce.query_mean(per_pair, "zh-CN", langs) == pytest.approx(0.6)  # split("-") found none
+    assert reproduce.query_mean(per_pair, "en", langs) == pytest.approx(0.2)
+    assert reproduce.query_mean(per_pair, "de", langs) == pytest.approx(0.2)  # the null pair is skipped
 
 
 def test_results_md_tables_equal_committed_json():
     found = reproduce.load_results()
-    assert ("mlqa-r", "zero-shot", "") in found, "docs/results/mlqa-r__zero-shot.json is missing"
-    text = (reproduce.ROOT / "docs" / "RESULTS.md").read_text()
+    text = RESULTS_MD.read_text()
     committed = text.split(reproduce.BEGIN, 1)[1].split(reproduce.END, 1)[0].strip()
     assert committed == reproduce.tables(found).strip()
-
-
-def test_tables_show_each_json_value():
-    res = json.loads((reproduce.RESULTS / "mlqa-r__zero-shot.json").read_text())
-    table = reproduce.tables({("mlqa-r", "zero-shot", ""): [res]})
-    row = next(l for l in table.splitlines() if l.startswith("| zero-shot (e5-small)"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2:5] == [f"{res['map'][s]['mean']:.3f}" for s in ("mono", "cross", "multi")]
-    assert cells[5] == f"{res['rank_distance']['mean']:.1f}"
 
 
 def test_mean_and_spread():

@@ -1,4 +1,5 @@
-"""minihbt/sampler.py: golden first batches, statistics over 10,000 batches, resume, bad input."""
+"""minihbt/sampler.py: golden first batches, statistics over 10,000 batches, resume, bad input; hard
+negatives and false negatives on XQuAD-R's real shared answer sentences."""
 import json
 from collections import Counter
 from pathlib import Path
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from minihbt.files import UserError
-from minihbt.sampler import HybridSampler
+from minihbt.lareqa import TRAIN_LANGS, load_groups, load_lareqa
+from minihbt.sampler import Batch, HybridSampler, columns, empty_slots, false_negatives
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "sampler_toy.json").read_text())
 TOY, TOY_LANGS = GOLDEN["datasets"], GOLDEN["langs"]
@@ -131,3 +133,108 @@ def test_language_missing_from_one_dataset_is_skipped_there():
     s = HybridSampler(DATASETS, ["es", "en"], 4, "xx", seed=5)
     seen = {(batch.dataset, batch.pairs[0][0]) for batch in (next(s) for _ in range(300))}
     assert seen == {("a", "es"), ("a", "en"), ("b", "en")}
+
+
+# --- hard negatives and false negatives, on XQuAD-R ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def xquad():
+    """XQuAD-R in the training languages: the training view, and the reader's own candidates for an
+    independent account of each question's answer (paragraph id, sentence index) per language."""
+    ds = load_lareqa("xquad-r", TRAIN_LANGS)
+    answer = {l: {qid: (ds.candidates[l][i].pid, ds.candidates[l][i].sent) for qid, i in ds.answer[l].items()}
+              for l in ds.langs}
+    paragraph = {l: {} for l in ds.langs}  # lang -> pid -> [sentence texts]
+    for l in ds.langs:
+        for c in ds.candidates[l]:
+            paragraph[l].setdefault(c.pid, []).append(c.text)
+    return load_groups("xquad-r", TRAIN_LANGS), answer, paragraph
+
+
+def test_hard_negatives_never_an_answer_of_the_batch(xquad):
+    groups, answer, paragraph = xquad
+    n = 3
+    s = HybridSampler({"xquad-r": groups}, TRAIN_LANGS, 16, "hybrid", seed=4, hard_negatives=n)
+    empty = 0
+    for _ in range(200):
+        batch = next(s)
+        assert len(batch.hard) == 16 and all(len(slots) == n for slots in batch.hard)
+        taken = {(l, answer[l][g]) for g in batch.groups for l in TRAIN_LANGS}  # every answer of the batch
+        for g, (_, p), slots in zip(batch.groups, batch.pairs, batch.hard):
+            pid = answer[p][g][0]
+            drawn = [s for s in slots if s is not None]
+            for sid, text in drawn:
+                assert sid[0] == pid and paragraph[p][pid][sid[1]] == text  # its paragraph, passage language
+                assert (p, sid) not in taken                               # no answer, no repeat
+                taken.add((p, sid))
+            # A slot stays empty only when the paragraph has no eligible sentence left.
+            left = [k for k in range(len(paragraph[p][pid])) if (p, (pid, k)) not in taken]
+            assert len(drawn) == n or not left
+            empty += n - len(drawn)
+    assert empty > 0  # th paragraphs are short: the empty-slot rule was exercised
+
+
+# Real shared answers of XQuAD-R (paragraph 0.0, "Super Bowl 50"), checked below against the reader:
+A, B = "56beb4343aeaaa14008c925d", "56d6f3500d65d21400198294"  # one th sentence (6), two en sentences (5, 6)
+C, D = "56beb4343aeaaa14008c925e", "56d6f3500d65d21400198290"  # one sentence in en, de (0) and th (1)
+E, F = "56d9992fdc89441400fdb59f", "57339c16d058e614000b5ec9"  # answers no other question shares
+
+
+def test_false_negatives_on_xquad_r_shared_answers(xquad):
+    groups, answer, _ = xquad
+    assert answer["th"][A] == answer["th"][B] and answer["en"][A] != answer["en"][B]
+    assert all(answer[l][C] == answer[l][D] for l in ("en", "de", "th"))
+    examples = groups
+    order = [A, B, C, D, E, F]
+
+    def count(pairs, hard=()):
+        batch = Batch("mono" if pairs[0][0] == pairs[0][1] else "cross", "xquad-r", order, pairs, list(hard))
+        mask = false_negatives(batch, examples)
+        return {(order[i], j) for i, j in zip(*np.nonzero(mask))}
+
+    # X-X en: C and D have one answer sentence; A and B do not (en splits their th sentence in two).
+    assert count([("en", "en")] * 6) == {(C, 3), (D, 2)}
+    # X-X th: both pairs share.
+    assert count([("th", "th")] * 6) == {(A, 1), (B, 0), (C, 3), (D, 2)}
+    # X-Y: column 1 (B's th passage) is A's th answer, but column 0 (A's en passage) is not B's en
+    # answer: one pair, one way. Column 2 (C's de passage) is D's de answer, column 3 (D's en
+    # passage) C's en answer: translations, both ways.
+    pairs = [("th", "en"), ("de", "th"), ("en", "de"), ("th", "en"), ("de", "es"), ("es", "de")]
+    assert count(pairs) == {(A, 1), (C, 3), (D, 2)}
+    # A hard negative (column 6 + k) that is a batch question's answer is masked for that question:
+    # E's slot holds A's de answer sentence, F's slots the en sentence of C and D.
+    a_de, cd_en = answer["de"][A], answer["en"][C]
+    hard = [[], [], [], [], [(a_de, "...")], [(cd_en, "...")]]
+    pairs = [("en", "en"), ("en", "en"), ("en", "en"), ("en", "en"), ("en", "de"), ("de", "en")]
+    assert count(pairs, [h + [None] * (1 - len(h)) for h in hard]) == {(C, 3), (D, 2), (A, 10), (C, 11), (D, 11)}
+
+
+def test_columns_layout_positives_then_slots_example_major(xquad):
+    groups, answer, _ = xquad
+    batch = Batch("cross", "xquad-r", [A, E], [("en", "de"), ("de", "th")], [[(("0.0", 1), "x"), None],
+                                                                              [(("0.0", 2), "y"), (("0.0", 3), "z")]])
+    assert columns(batch, groups) == [("de", answer["de"][A]), ("th", answer["th"][E]), ("de", ("0.0", 1)), None,
+                                      ("th", ("0.0", 2)), ("th", ("0.0", 3))]
+    assert empty_slots(batch).tolist() == [False, False, False, True, False, False]
+
+
+def test_hard_negatives_leave_groups_and_languages_as_they_were(xquad):
+    groups = {"xquad-r": xquad[0]}
+    plain = HybridSampler(groups, TRAIN_LANGS, 8, "hybrid", seed=2)
+    hard = HybridSampler(groups, TRAIN_LANGS, 8, "hybrid", seed=2, hard_negatives=2)
+    for _ in range(20):
+        a, b = next(plain), next(hard)
+        assert (a.kind, a.groups, a.pairs, a.hard) == (b.kind, b.groups, b.pairs, []) and len(b.hard) == 8
+
+
+def test_state_dict_resumes_exactly_with_hard_negatives(xquad):
+    groups = {"xquad-r": xquad[0]}
+    s = HybridSampler(groups, TRAIN_LANGS, 8, "hybrid", seed=5, hard_negatives=2)
+    for _ in range(7):
+        next(s)
+    state = json.loads(json.dumps(s.state_dict()))  # the checkpoint stores it as plain data
+    expected = [next(s) for _ in range(10)]
+    resumed = HybridSampler(groups, TRAIN_LANGS, 8, "hybrid", seed=5, hard_negatives=2)
+    resumed.load_state_dict(state)
+    got = [next(resumed) for _ in range(10)]
+    assert [b.hard for b in got] == [b.hard for b in expected] and got == expected

@@ -83,3 +83,44 @@ def test_torch_input_and_bad_shapes():
         search.ranks(q, c, [[0]])
     with pytest.raises(ValueError, match="candidate indices"):
         search.ranks(q, c, np.full((q.shape[0], 1), c.shape[0]))
+
+
+@pytest.mark.parametrize("where", ["queries", "candidates"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_point03_non_finite_embeddings_are_user_errors(where, bad):
+    # A NaN score compares false with everything: it used to rank first (AP 2.0, rank distance 0)
+    # while topk put it elsewhere. Now nothing is ranked.
+    from minihbt.files import UserError
+
+    q, c = arrays(GOLDEN["random"])
+    (q if where == "queries" else c)[3, 1] = bad
+    targets = np.zeros((q.shape[0], 1), dtype=np.int64)
+    for call in (lambda: search.topk(q, c, 5), lambda: search.ranks(q, c, targets)):
+        with pytest.raises(UserError, match=rf"^{where}: 1 value\(s\) are NaN or infinite, in 1 row\(s\), "
+                                            r"the first row 3;"):
+            call()
+
+
+def test_point03_scores_that_overflow_are_user_errors():
+    from minihbt.files import UserError
+
+    q = np.array([[1.0, 0.0], [3e19, 3e19]], dtype=np.float32)  # finite, but 9e38 + 9e38 is inf in float32
+    with pytest.raises(UserError, match="scores .* the first row 1;"):
+        search.ranks(q, q, [[0], [1]], max_bytes=1)  # one query per chunk: the row number is global
+    with pytest.raises(UserError, match="scores .* the first row 1;"):
+        search.topk(q, q, 1, max_bytes=1)
+
+
+@pytest.mark.parametrize("max_bytes", [search.MAX_BYTES, 7 * 6 * 40])  # one chunk / chunks of 7 queries
+def test_point03_ranks_are_distinct_and_agree_with_topk(max_bytes):
+    # Heavy ties (scores from 4 levels): every row of ranks over all candidates is a permutation
+    # of 1..N, and the full topk lists the candidates in exactly that order.
+    rng = np.random.default_rng(1)
+    q = rng.integers(0, 2, size=(20, 3)).astype(np.float32)
+    c = rng.integers(0, 2, size=(40, 3)).astype(np.float32)
+    r = search.ranks(q, c, np.tile(np.arange(40), (20, 1)), max_bytes=max_bytes)
+    assert (np.sort(r, axis=1) == np.arange(1, 41)).all()
+    _, idx = search.topk(q, c, 40, max_bytes=max_bytes)
+    np.testing.assert_array_equal(idx, np.argsort(r, axis=1))
+    with pytest.raises(ValueError, match="twice"):
+        search.ranks(q, c, np.zeros((20, 2), dtype=np.int64))

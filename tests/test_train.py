@@ -9,7 +9,7 @@ import torch
 
 import train
 from minihbt import load_encoder, train_step
-from minihbt.files import run_cli
+from minihbt.files import UserError, run_cli
 
 TINY_BERT = str(Path(__file__).parent / "golden" / "tiny-bert")
 LANGS = ["de", "en", "es"]
@@ -20,10 +20,13 @@ WORDS = {
 }
 ASK = {"en": "Where does the {c} {a} live?", "de": "Wo lebt die {c} {a}?", "es": "¿Dónde vive la {a} {c}?"}
 SAY = {"en": "The {c} {a} lives in {p}.", "de": "Die {c} {a} lebt in {p}.", "es": "La {a} {c} vive en {p}."}
+WHICH = {"en": "Which {a} lives in {p}?", "de": "Welche {a} lebt in {p}?", "es": "¿Qué {a} vive en {p}?"}
 
 
-def write_lareqa(root: Path, n_paragraphs: int = 4, per_paragraph: int = 3) -> Path:
-    """A LAReQA-format directory: <lang>.json, one question per sentence, ids shared across languages."""
+def write_lareqa(root: Path, n_paragraphs: int = 4, per_paragraph: int = 3, shared: bool = False) -> Path:
+    """A LAReQA-format directory: <lang>.json, one question per sentence, ids shared across languages;
+    shared: also a second question "q<k>b" about the first sentence of each paragraph (k = its index),
+    so two groups share an answer sentence in every language."""
     root.mkdir(parents=True, exist_ok=True)
     for lang in LANGS:
         colors, animals, places = WORDS[lang]
@@ -39,6 +42,9 @@ def write_lareqa(root: Path, n_paragraphs: int = 4, per_paragraph: int = 3) -> P
                 sentences.append((start, start + len(sentence), sentence))
                 qas.append({"id": f"q{k:02d}", "question": ASK[lang].format(c=c, a=a),
                             "answers": [{"answer_start": start + 2, "text": sentence[2:6]}]})
+                if shared and si == 0:
+                    qas.append({"id": f"q{k:02d}b", "question": WHICH[lang].format(a=a, p=p),
+                                "answers": [{"answer_start": start + 3, "text": sentence[3:6]}]})
             paragraphs.append({"context": context, "qas": qas, "sentence_breaks": [[s, e] for s, e, _ in sentences],
                                "sentences": [t for _, _, t in sentences]})
         (root / f"{lang}.json").write_text(json.dumps({"data": [{"title": "t", "paragraphs": paragraphs}]},
@@ -75,6 +81,10 @@ def tiny_bert_no_dropout(tmp_path_factory):
 def args(data, out, *extra):
     return ["--sampler", "hybrid", "--model", TINY_BERT, "--train-data", data, "--langs", ",".join(LANGS),
             "--batch-size", "4", "--lr", "1e-3", "--seed", "3", "--out", str(out), "--log-every", "100", *extra]
+
+
+def log_lines(out):
+    return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
 
 
 def losses(out):
@@ -122,24 +132,36 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(data, tmp_path, monkeyp
     model = load_encoder(TINY_BERT).model.train()
     ids = torch.tensor([[2, 48, 405, 715, 3]])
     assert not torch.equal(model(ids, torch.ones_like(ids)), model(ids, torch.ones_like(ids)))
-    assert train.main(args(data, full, "--max-steps", "10", "--save-every", "5")) == 0
+    # The paper recipe: 2 hard negatives per example (paragraphs of 3 sentences: some slots stay
+    # empty), masking, validation every 3 steps with the best checkpoint kept.
+    flags = ["--max-steps", "10", "--save-every", "5", "--hard-negatives", "2", "--val-every", "3"]
+    assert train.main(args(data, full, *flags)) == 0
 
     def kill(_):
         raise Killed
 
     kill_at_call(monkeypatch, 8, kill)  # dies in step 8, after the step-5 checkpoint
     with pytest.raises(Killed):
-        train.main(args(data, cut, "--max-steps", "10", "--save-every", "5"))
+        train.main(args(data, cut, *flags))
     monkeypatch.undo()
     assert json.loads((cut / "checkpoint" / "trainer.json").read_text())["step"] == 5
     assert steps(cut) == [1, 2, 3, 4, 5, 6, 7]
 
     assert train.main(["--resume", str(cut / "checkpoint"), "--log-every", "100"]) == 0
     assert steps(cut) == list(range(1, 11))
-    assert losses(cut) == losses(full)  # exactly: same batches, dropout masks, AdamW moments
-    a = load_encoder(full / "checkpoint").model.state_dict()
-    b = load_encoder(cut / "checkpoint").model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(cut) == losses(full)  # exactly: same batches, hard negatives, dropout masks, AdamW moments
+    log = log_lines(full)
+
+    def recorded(lines):  # all but the wall time and the run id
+        return [{k: v for k, v in line.items() if k not in ("elapsed", "run")} for line in lines]
+
+    assert recorded(log_lines(cut)) == recorded(log)  # hard negatives and validation scores too
+    assert [line["step"] for line in log if "val_map_multi" in line] == [3, 6, 9, 10]
+    assert 0 < min(line["hard_negatives"] for line in log) < 8  # some slots were empty
+    for ckpt in ("checkpoint", "checkpoint-best"):
+        a = load_encoder(full / ckpt).model.state_dict()
+        b = load_encoder(cut / ckpt).model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), ckpt
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
@@ -176,9 +198,24 @@ def test_show_batches_prints_json_lines_and_trains_nothing(data, tmp_path, capsy
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [b["step"] for b in lines] == [1, 2, 3, 4]
     for b in lines:
-        assert set(b) == {"step", "kind", "dataset", "pairs", "groups"}
+        assert set(b) == {"step", "kind", "dataset", "pairs", "groups", "false_negatives", "hard_negatives"}
         assert b["kind"] == "cross" and b["dataset"] == data and len(set(b["groups"])) == 4
         assert all(q != p and q in LANGS and p in LANGS for q, p in b["pairs"])
+        # One hard negative per example (the default): a sentence [paragraph id, index] of its own
+        # paragraph (write_lareqa: question qK answers sentence K % 3 of paragraph 0.{K // 3}), in the
+        # passage language, never a batch question's answer; the toy data shares no answers.
+        taken = {(l, "0." + str(int(g[1:]) // 3), int(g[1:]) % 3) for g in b["groups"] for l in LANGS}  # answers
+        for g, (_, p), [slot] in zip(b["groups"], b["pairs"], b["hard_negatives"]):
+            pid = "0." + str(int(g[1:]) // 3)
+            if slot is None:  # empty only when every other sentence of the paragraph is taken
+                assert all((p, pid, k) in taken for k in range(3))
+                continue
+            (spid, sent), text = slot
+            assert spid == pid and (p, pid, sent) not in taken
+            assert text == json.loads((Path(data) / f"{p}.json").read_text())["data"][0]["paragraphs"][
+                int(g[1:]) // 3]["sentences"][sent]
+            taken.add((p, pid, sent))
+        assert b["false_negatives"] == 0
     assert not (tmp_path / "none").exists()
 
 
@@ -191,11 +228,42 @@ def test_show_batches_after_resume_continues_the_stream(data, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == six[3:]
 
 
+def write_groups(path: Path, n: int = 24) -> Path:
+    """A JSONL groups file (minihbt/jsonl_groups.py): even groups in en and de, odd ones in en only."""
+    ex = lambda lang, i: {"query": f"{lang} question {i}?", "passage": f"{lang} answer {i}."}  # noqa: E731
+    path.write_text("".join(json.dumps({"id": f"g{i}", "examples": {"en": ex("en", i)} | (
+        {"de": ex("de", i)} if i % 2 == 0 else {})}) + "\n" for i in range(n)))
+    return path
+
+
+def test_jsonl_groups_mix_with_a_lareqa_dataset(data, tmp_path, capsys):
+    mine = str(write_groups(tmp_path / "mine.jsonl"))
+    assert train.main(args(data, tmp_path / "none", "--train-data", f"{data},{mine}", "--langs", "de,en",
+                           "--show-batches", "30", "--val-every", "0")) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {b["dataset"] for b in lines} == {data, mine}  # drawn in proportion to 12 and 24 groups
+    for b in lines:
+        if b["dataset"] == mine and b["kind"] == "cross":  # X-Y needs two languages: even groups only
+            assert all(int(g[1:]) % 2 == 0 for g in b["groups"]) and all(q != p for q, p in b["pairs"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "g1", "examples": {"EN": {"query": "q", "passage": "p"}}}) + "\n")
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, args(data, tmp_path / "none", "--train-data", str(bad)))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"error: {bad}:1: examples: unknown language code 'EN'")
+    assert err.count("\n") == 1 and not (tmp_path / "none").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--sampler", "xz"], "argument --sampler: invalid choice: 'xz'"),
     (["--alpha", "1.5"], "--alpha: expected a probability in [0, 1], got 1.5"),
     (["--langs", "en,vi"], "--langs: vi not in --train-data"),
-    (["--batch-size", "13", "--sampler", "xx"], "--batch-size 13 is larger than the 12 groups of "),
+    # 3 of the 12 groups (one paragraph) are held out for validation, and the message says so
+    (["--batch-size", "10", "--sampler", "xx"], "--batch-size 10 is larger than the 9 groups of "),
+    (["--batch-size", "13", "--sampler", "xx", "--val-every", "0"], "--batch-size 13 is larger than the 12 groups of "),
+    (["--hard-negatives", "-1"], "--hard-negatives: invalid value -1"),
+    (["--false-negatives", "drop"], "argument --false-negatives: invalid choice: 'drop'"),
+    (["--val-fraction", "1.5"], "--val-fraction: invalid value 1.5"),
     (["--max-steps", "0"], "--max-steps: invalid value 0"),
     (["--train-data", "no-such-dataset"], "--train-data: unknown dataset 'no-such-dataset'"),
 ])
@@ -222,3 +290,65 @@ def test_resume_refuses_changed_training_flags(data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli(train.main, ["--resume", str(tmp_path)])
     assert "not a training checkpoint" in capsys.readouterr().err
+
+
+def test_point01_fresh_run_refuses_existing_checkpoint(data, tmp_path, monkeypatch, capsys):
+    # Run A (X-X, 4 steps) finishes in D; run B (X-Y) into D is refused; with --overwrite, A's
+    # checkpoint is gone before B's first step, so B killed at step 3 leaves nothing to resume
+    # or evaluate as if it were B's (it used to leave A's checkpoint under B's log lines).
+    d = tmp_path / "D"
+    assert train.main(args(data, d, "--sampler", "xx", "--max-steps", "4")) == 0
+    with pytest.raises(SystemExit):
+        run_cli(train.main, args(data, d, "--sampler", "xy", "--max-steps", "10"))
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: --out {d}: holds a previous run (checkpoint, ") and err.endswith(
+        f"log.jsonl); continue it with --resume {d / 'checkpoint'}, replace it with --overwrite, "
+        "or choose another --out")
+    assert json.loads((d / "checkpoint" / "trainer.json").read_text())["step"] == 4  # untouched
+
+    def kill(_):
+        raise Killed
+
+    kill_at_call(monkeypatch, 3, kill)
+    with pytest.raises(Killed):
+        train.main(args(data, d, "--sampler", "xy", "--max-steps", "10", "--overwrite"))
+    monkeypatch.undo()
+    assert not list(d.glob("checkpoint*")) and not list(d.glob(".checkpoint*"))  # the best one too
+    assert {l["kind"] for l in log_lines(d)} == {"cross"} and steps(d) == [1, 2]
+    with pytest.raises(UserError, match="not a training checkpoint"):
+        train.main(["--resume", str(d / "checkpoint")])
+
+
+def test_point01_log_lines_carry_the_run_id_that_resume_checks(data, tmp_path, monkeypatch):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    kill_at_call(monkeypatch, 3, lambda _: (_ for _ in ()).throw(Killed))  # dies in step 3
+    with pytest.raises(Killed):
+        train.main(args(data, a, "--max-steps", "3", "--save-every", "2"))
+    monkeypatch.undo()
+    assert train.main(args(data, b, "--max-steps", "3")) == 0
+    run_a = json.loads((a / "checkpoint" / "trainer.json").read_text())["provenance"]["run_id"]
+    run_b = json.loads((b / "checkpoint" / "minihbt.json").read_text())["provenance"]["run_id"]
+    assert run_a != run_b and {l["run"] for l in log_lines(a)} == {run_a} and steps(a) == [1, 2]
+    # Resuming into an --out whose checkpoint is another run's: refused (the next save would replace it).
+    with pytest.raises(UserError, match=f"is run {run_b}, not the resumed run {run_a}"):
+        train.main(["--resume", str(a / "checkpoint"), "--out", str(b)])
+    # A log with another run's lines is refused, not trimmed: dropping them would lose that run's
+    # record, keeping them would mix two runs in one log.
+    shutil.copytree(a / "checkpoint", c / "checkpoint")
+    (c / "log.jsonl").write_text((a / "log.jsonl").read_text() + (b / "log.jsonl").read_text())
+    with pytest.raises(UserError, match=f"log.jsonl:3: a line of run {run_b}, but the resumed checkpoint is "
+                                        f"run {run_a}"):
+        train.main(["--resume", str(c / "checkpoint")])
+    # The run's own lines after the checkpoint's step, and a line cut short by a kill, are dropped.
+    own_later = json.dumps({"step": 3, "run": run_a, "loss": 0.0})
+    (a / "log.jsonl").write_text((a / "log.jsonl").read_text() + own_later + '\n{"step": 4, "ru')
+    assert train.main(["--resume", str(a / "checkpoint")]) == 0
+    assert steps(a) == [1, 2, 3] and losses(a) == losses(b)  # b: the same run, uninterrupted
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**64)])
+def test_point04_bad_seed_is_one_line(data, tmp_path, capsys, seed):
+    with pytest.raises(SystemExit) as e:
+        run_cli(train.main, args(data, tmp_path, "--seed", seed))
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"error: --seed: expected an integer in [0, 2**32), got {seed}\n"

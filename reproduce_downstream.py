@@ -1,0 +1,242 @@
+"""Downstream comparison: do X-X, X-Y or hybrid batches help XNLI, TyDi QA, SIB-200 and Tatoeba?
+
+    python reproduce_downstream.py                        # every model present, every task
+    python reproduce_downstream.py --models zero-shot     # some models (comma-separated names)
+    python reproduce_downstream.py --tasks xnli,tatoeba   # some tasks
+    python reproduce_downstream.py --report               # only rebuild docs/DOWNSTREAM.md and the figure
+
+Models: "zero-shot" (e5-small as released) and every finished `reproduce.py` run,
+runs/reproduce/<train>-<xx|xy|hybrid>-s<seed>/checkpoint (finished: trainer.json's step has
+reached its max_steps), named "<train>-<sampler>-s<seed>" as in reproduce.py. Each (task, model)
+is one `eval.py --dataset <task> --model <dir> --out docs/downstream/<task>__<model>.json`;
+a JSON that exists is not redone, so the command resumes where it stopped. The protocol is
+minihbt/downstream.py's. The tables between the markers in docs/DOWNSTREAM.md and
+docs/downstream.png are built from those JSON files alone.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "docs" / "downstream"
+DOC = ROOT / "docs" / "DOWNSTREAM.md"
+TASKS = ("xnli", "tydiqa", "sib-200", "tatoeba")
+LABELS = {"zero-shot": "zero-shot", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid"}
+RUN = re.compile(r"(?P<train>.+)-(?P<sampler>xx|xy|hybrid)-s(?P<seed>\d+)")
+BEGIN, END = "<!-- reproduce_downstream.py: tables begin -->", "<!-- reproduce_downstream.py: tables end -->"
+# (column title, task, path to a Summary in that task's results), in table order
+COLUMNS = [("XNLI acc", "xnli", ("accuracy", "test")), ("XNLI pair AP", "xnli", ("pair_ap", "test")),
+           ("TyDi MRR@10", "tydiqa", ("mono", "mrr@10")), ("TyDi R@1", "tydiqa", ("mono", "r@1")),
+           ("TyDi pooled MRR@10", "tydiqa", ("pooled", "mrr@10")),
+           ("TyDi other-lang top-1", "tydiqa", ("pooled", "other_lang_top1")),
+           ("SIB cross acc", "sib-200", ("accuracy", "cross")), ("SIB within acc", "sib-200", ("accuracy", "within")),
+           ("Tatoeba acc", "tatoeba", ("accuracy", "mean"))]
+SPLIT_COLUMNS = [c for c in COLUMNS if c[0] in ("XNLI acc", "TyDi MRR@10", "SIB cross acc", "Tatoeba acc")]
+HEADLINE = {"xnli": ("XNLI accuracy (probe trained on English)", ("accuracy", "test"), ("accuracy", "dev")),
+            "tydiqa": ("TyDi QA MRR@10 (each language's own passages)", ("mono", "mrr@10"), None),
+            "sib-200": ("SIB-200 accuracy (probe trained on English)", ("accuracy", "cross"), None),
+            "tatoeba": ("Tatoeba accuracy (mean of x->eng and eng->x)", ("accuracy", "mean"), None)}
+
+
+def models() -> dict[str, str]:
+    """{name: model argument for eval.py}: zero-shot, then every finished reproduce.py run."""
+    found = {"zero-shot": "e5-small"}
+    for ckpt in sorted((ROOT / "runs" / "reproduce").glob("*/checkpoint")):
+        state = ckpt / "trainer.json"
+        if RUN.fullmatch(ckpt.parent.name) and state.is_file():
+            saved = json.loads(state.read_text())
+            if saved["step"] >= saved["config"]["max_steps"]:
+                found[ckpt.parent.name] = str(ckpt.relative_to(ROOT))
+    return found
+
+
+def evaluate(names: list[str], tasks: list[str]) -> None:
+    available = models()
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise UserError(f"--models: {', '.join(unknown)} not found or not finished; available: {', '.join(available)}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        for task in tasks:
+            out = RESULTS / f"{task}__{name}.json"
+            if out.is_file():
+                continue
+            cmd = [sys.executable, "eval.py", "--dataset", task, "--model", available[name],
+                   "--out", str(out.relative_to(ROOT))]
+            print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+            t0 = time.time()
+            if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+                raise UserError(f"command failed: {' '.join(cmd)}")
+            print(f"{task} / {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- report
+
+def load_results() -> dict[tuple[str, str, str], dict[str, list[dict]]]:
+    """{(model label, training data, block name): {task: [result per seed]}} from docs/downstream/*.json."""
+    found: dict = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        task, _, name = path.stem.partition("__")
+        m = RUN.fullmatch(name)
+        if task not in TASKS or (name != "zero-shot" and m is None):
+            raise UserError(f"{path}: not a reproduce_downstream.py result (expected <task>__zero-shot.json or "
+                            "<task>__<train>-<xx|xy|hybrid>-s<seed>.json)")
+        key = ("zero-shot", "") if m is None else (m["sampler"], m["train"])
+        found.setdefault(key, {}).setdefault(task, []).append(json.loads(path.read_text()))
+    return found
+
+
+def get(res: dict, path: tuple[str, str]) -> dict:
+    return res[path[0]][path[1]]
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
+
+
+def fmt(values: list[float | None]) -> str:
+    """Mean ± sample sd over seeds, 3 decimals; '-' when there is no value."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    m, sd = mean_sd(values)
+    return f"{m:.3f}" + (f" ± {sd:.3f}" if len(values) > 1 else "")
+
+
+def ordered(found) -> list[tuple[tuple[str, str], dict]]:
+    return sorted(found.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0])))
+
+
+def row_name(key: tuple[str, str]) -> str:
+    label, train = key
+    return LABELS[label] + (f" ({train})" if train else "")
+
+
+def seeds(runs: dict[str, list[dict]]) -> int:
+    return max(len(v) for v in runs.values())
+
+
+def split_note(found) -> str:
+    """Which languages count as seen, and so which are unseen in each task, as the JSON files say."""
+    seen = {tuple(r["seen_langs"]) for runs in found.values() for rs in runs.values() for r in rs}
+    if len(seen) != 1:
+        return "Seen: each model's own training languages (they differ between models; see the JSON files)."
+    langs = seen.pop()
+    unseen = []
+    for task in TASKS:
+        rs = [r for runs in found.values() for r in runs.get(task, [])]
+        if rs:
+            path = next(p for _, t, p in SPLIT_COLUMNS if t == task)
+            per_lang = get(rs[0], path)["per_lang"]
+            unseen.append(f"{task} {' '.join(l for l in per_lang if l not in langs) or '(none)'}")
+    return (f"Seen: the training languages of the fine-tuned models, {' '.join(langs)} (the same split for "
+            f"zero-shot). Unseen: {'; '.join(unseen)}.")
+
+
+def tables(found) -> str:
+    rows = ordered(found)
+    out = ["### Summary: macro means over languages\n",
+           "Mean ± sample standard deviation over seeds where there are several. Higher is better, except "
+           "TyDi other-lang top-1 (the share of questions whose best passage in the pooled 9-language "
+           "index is in another language: language bias).\n",
+           "| model | seeds | " + " | ".join(c for c, _, _ in COLUMNS) + " |",
+           "|---|---|" + "---|" * len(COLUMNS)]
+    for key, runs in rows:
+        cells = [fmt([get(r, p)["mean"] for r in runs.get(t, [])]) for _, t, p in COLUMNS]
+        out.append(f"| {row_name(key)} | {seeds(runs)} | " + " | ".join(cells) + " |")
+    out += ["", "### Seen vs unseen languages\n", split_note(found) + "\n",
+            "| model | " + " | ".join(f"{c} {s}" for c, _, _ in SPLIT_COLUMNS for s in ("seen", "unseen")) + " |",
+            "|---|" + "---|" * (2 * len(SPLIT_COLUMNS))]
+    for key, runs in rows:
+        cells = [fmt([get(r, p)[s] for r in runs.get(t, [])]) for _, t, p in SPLIT_COLUMNS for s in ("seen", "unseen")]
+        out.append(f"| {row_name(key)} | " + " | ".join(cells) + " |")
+    for task, (title, path, extra) in HEADLINE.items():
+        runs_of = [(key, runs[task]) for key, runs in rows if task in runs]
+        if not runs_of:
+            continue
+        first = runs_of[0][1][0]
+        langs = list(get(first, path)["per_lang"])
+        more = list(get(first, extra)["per_lang"]) if extra else []
+        mark = lambda l: l if l in first["seen_langs"] else f"{l}*"  # noqa: E731
+        out += ["", f"### {title}, per language\n", "\\* unseen in training.\n",
+                "| model | " + " | ".join([mark(l) for l in langs] + [f"{mark(l)} (dev)" for l in more]) + " |",
+                "|---|" + "---|" * (len(langs) + len(more))]
+        for key, runs in runs_of:
+            cells = [fmt([get(r, path)["per_lang"][l] for r in runs]) for l in langs]
+            cells += [fmt([get(r, extra)["per_lang"][l] for r in runs]) for l in more]
+            out.append(f"| {row_name(key)} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def figure(found, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed (pip install -e '.[plot]'): figure skipped", file=sys.stderr)
+        return
+    rows = ordered(found)
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(15, 4))
+    for ax, (task, (title, p, _)) in zip(axes, HEADLINE.items()):
+        runs_of = [(key, runs[task]) for key, runs in rows if task in runs]
+        width, lo, hi = 0.8 / max(1, len(runs_of)), math.inf, -math.inf
+        for i, (key, runs) in enumerate(runs_of):
+            stats = [mean_sd([get(r, p)[s] for r in runs]) for s in ("seen", "unseen")]
+            ax.bar([j + i * width for j in range(2)], [m for m, _ in stats], width,
+                   yerr=[sd for _, sd in stats], capsize=3, label=row_name(key))
+            lo, hi = min(lo, *(m - sd for m, sd in stats)), max(hi, *(m + sd for m, sd in stats))
+        pad = max(0.02, 0.15 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))  # zoomed: the differences are small
+        ax.set_xticks([j + width * (len(runs_of) - 1) / 2 for j in range(2)], ["seen", "unseen"])
+        ax.set_title(title.split(" (")[0], fontsize=10)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9)
+    fig.suptitle("e5-small, frozen: macro means over seen / unseen languages "
+                 "(error bars: sd over seeds; y axes zoomed, not from 0)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def report() -> None:
+    found = load_results()
+    if not found:
+        raise UserError(f"no results in {RESULTS}: run python reproduce_downstream.py first")
+    text = DOC.read_text() if DOC.is_file() else f"# Downstream\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        raise UserError(f"{DOC}: the markers {BEGIN} / {END} are missing")
+    head, rest = text.split(BEGIN, 1)
+    atomic_write_bytes(DOC, (head + BEGIN + "\n" + tables(found) + END + rest.split(END, 1)[1]).encode())
+    print(f"wrote {DOC}", file=sys.stderr)
+    figure(found, ROOT / "docs" / "downstream.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", help="comma-separated model names (default: every one present)")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated tasks ({','.join(TASKS)})")
+    p.add_argument("--report", action="store_true", help="only rebuild the tables and the figure")
+    args = p.parse_args(argv)
+    tasks = [t for t in args.tasks.split(",") if t]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise UserError(f"--tasks: expected some of {', '.join(TASKS)}, got {args.tasks!r}")
+    if not args.report:
+        names = [n for n in args.models.split(",") if n] if args.models else list(models())
+        evaluate(names, tasks)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

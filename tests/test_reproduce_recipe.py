@@ -1,0 +1,128 @@
+"""reproduce.py's recipe dimension and both transfer directions: run and result names, the train.py
+and eval.py commands of each recipe, --swap's languages, and the paired differences recomputed
+from the committed JSON independently of the table code."""
+import json
+
+import pytest
+
+import reproduce
+import train
+from minihbt.files import run_cli
+from minihbt.lareqa import TRAIN_LANGS
+
+
+def test_names_carry_the_recipe_and_the_old_names_stay():
+    assert reproduce.run_name("xquad-r", "hybrid", 0, "old") == "xquad-r-hybrid-s0"  # the committed results
+    assert reproduce.run_name("mlqa-r", "xy", 1, "paper") == "mlqa-r-xy-paper-s1"
+
+
+def test_swap_trains_mlqa_r_on_its_six_training_languages():
+    assert reproduce.train_langs("mlqa-r", TRAIN_LANGS) == ["ar", "de", "en", "es", "hi", "zh"]
+    assert reproduce.train_langs("xquad-r", TRAIN_LANGS) == TRAIN_LANGS
+
+
+def test_swap_with_no_language_of_mlqa_r_is_a_one_line_error_before_any_run(monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "sh", lambda cmd: pytest.fail(f"ran {cmd}"))
+    with pytest.raises(SystemExit) as e:
+        run_cli(reproduce.main, ["--swap", "--langs", "ru,th,tr"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --langs ru,th,tr: none of them is in mlqa-r (it has ar, de, en, es, hi, vi, zh)")
+
+
+@pytest.mark.parametrize("recipe", ["paper", "masked", "hardneg", "old"])
+def test_commands_of_each_recipe_and_direction(recipe, tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)  # no checkpoint or result exists there
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
+    monkeypatch.setattr(reproduce, "report", lambda: None)
+    assert reproduce.main(["--swap", "--seeds", "3", "--recipe", recipe, "--max-steps", "7"]) == 0
+    trains = [c for c in ran if c[0] == "train.py"]
+    evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
+    assert len(trains) == len(evals) == 6  # 3 samplers x 2 directions
+    for cmd in trains:
+        flags = dict(zip(cmd[1::2], cmd[2::2]))
+        data = flags["--train-data"]
+        assert flags["--langs"] == ",".join(reproduce.train_langs(data, TRAIN_LANGS))
+        assert flags["--seed"] == "3" and flags["--max-steps"] == "7"
+        name = reproduce.run_name(data, flags["--sampler"], 3, recipe)
+        assert flags["--out"] == f"runs/reproduce/{name}"
+        # Every flag parses and gives the recipe's config; nothing is left to train.py's defaults.
+        given, _ = train.parse_args(cmd[1:])
+        cfg = train.TrainConfig(**given)
+        recipe_cfg = (cfg.hard_negatives, cfg.false_negatives, cfg.val_every)
+        assert recipe_cfg == {"old": (0, "keep", 0), "hardneg": (1, "keep", 0), "masked": (1, "mask", 0),
+                              "paper": (1, "mask", 50)}[recipe]
+        if recipe == "old":  # what train.py's defaults were when the committed results were trained
+            assert (cfg.dtype, cfg.adamw) == ("fp32", "for-loop")
+        if recipe == "paper":
+            assert cfg.val_fraction == 0.1
+    model = "checkpoint-best" if recipe == "paper" else "checkpoint"  # the paper recipe: selected on validation
+    for cmd in evals:
+        flags = dict(zip(cmd[1::2], cmd[2::2]))
+        assert flags["--model"].endswith(f"-s3/{model}")
+        trained_on = flags["--model"].split("/")[2].split("-")[0] + "-r"  # runs/reproduce/<train>-...
+        assert {flags["--dataset"], trained_on} == {"xquad-r", "mlqa-r"}  # trained on one, evaluated on the other
+
+
+def test_load_results_keeps_the_recipes_apart(tmp_path, monkeypatch):
+    res = json.loads((reproduce.RESULTS / "mlqa-r__xquad-r-hybrid-s0.json").read_text())
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    for name in ("mlqa-r__zero-shot", "mlqa-r__xquad-r-hybrid-s0", "mlqa-r__xquad-r-hybrid-paper-s1",
+                 "mlqa-r__xquad-r-xx-paper-s1"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(res))
+    old, paper = reproduce.load_results("old"), reproduce.load_results("paper")
+    assert set(old) == {("mlqa-r", "zero-shot", ""), ("mlqa-r", "hybrid", "xquad-r")}
+    assert set(paper) == {("mlqa-r", "zero-shot", ""), ("mlqa-r", "hybrid", "xquad-r"), ("mlqa-r", "xx", "xquad-r")}
+    assert [r["seed"] for r in paper["mlqa-r", "hybrid", "xquad-r"]] == [1]
+    assert reproduce.tables(paper, "paper").startswith("### Recipe paper: evaluated on mlqa-r")
+
+
+def test_paired_differences_recomputed_from_the_committed_json():
+    table = reproduce.tables(reproduce.load_results())
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("| hybrid - ")}
+    assert set(rows) == {("hybrid - X-X", "xquad-r"), ("hybrid - X-Y", "xquad-r")}
+    for other, label in (("xx", "X-X"), ("xy", "X-Y")):
+        cells = rows["hybrid - " + label, "xquad-r"]
+        assert cells[2] == "0,1"
+        for col, (path, digits) in enumerate([(("map", "mono"), 3), (("map", "cross"), 3), (("map", "multi"), 3),
+                                              (("rank_distance",), 1)], start=3):
+            d = []
+            for seed in (0, 1):
+                a, b = (json.loads((reproduce.RESULTS / f"mlqa-r__xquad-r-{s}-s{seed}.json").read_text())
+                        for s in ("hybrid", other))
+                for k in path:
+                    a, b = a[k], b[k]
+                d.append(a["mean"] - b["mean"])
+            mean = (d[0] + d[1]) / 2
+            sd = abs(d[0] - d[1]) / 2 ** 0.5  # the sample standard deviation of two values
+            assert cells[col] == f"{mean:+.{digits}f} ± {sd:.{digits}f} ({d[0]:+.{digits}f}, {d[1]:+.{digits}f})"
+
+
+def test_ablation_and_recipe_sections_fill_their_markers(tmp_path, monkeypatch):
+    # Old-recipe results as committed, plus the same JSON under the paper and hardneg tags: the
+    # report keeps the old section as it is and fills the recipe section with the ablation table.
+    for f in reproduce.RESULTS.glob("*.json"):
+        (tmp_path / "docs" / "results").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "docs" / "results" / f.name).write_bytes(f.read_bytes())
+    res = json.loads((reproduce.RESULTS / "mlqa-r__xquad-r-hybrid-s0.json").read_text())
+    for tag in ("paper", "hardneg"):
+        (tmp_path / "docs" / "results" / f"mlqa-r__xquad-r-hybrid-{tag}-s0.json").write_text(json.dumps(res))
+    doc = (reproduce.ROOT / "docs" / "RESULTS.md").read_text()
+    (tmp_path / "docs" / "RESULTS.md").write_text(doc)
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(reproduce, "figure", lambda found, path: None)
+    reproduce.report()
+    text = (tmp_path / "docs" / "RESULTS.md").read_text()
+    section = lambda b, e: text.split(b, 1)[1].split(e, 1)[0]  # noqa: E731
+    assert section(reproduce.BEGIN, reproduce.END).strip() == \
+        doc.split(reproduce.BEGIN, 1)[1].split(reproduce.END, 1)[0].strip()  # the old recipe's, as committed
+    new = section(reproduce.NEW_BEGIN, reproduce.NEW_END)
+    assert new.startswith("\n### Ablation: hybrid trained on xquad-r, evaluated on mlqa-r")
+    rows = [l for l in new.splitlines() if l.startswith("| old |") or l.startswith("| hardneg |") or l.startswith("| paper |")]
+    multi = f"{res['map']['multi']['mean']:.3f}"
+    assert [r.split("|")[1].strip() for r in rows] == ["old", "hardneg", "paper"] and rows[1].split("|")[5].strip() == multi
+    assert "### Recipe hardneg: evaluated on mlqa-r" in new and "### Recipe paper: evaluated on mlqa-r" in new
