@@ -95,11 +95,7 @@ def run(cfg: EvalConfig, encoder=None) -> dict:
         ds = lareqa.load_lareqa(cfg.dataset, cfg.langs)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device)
-    seen = seen_in_training(enc.meta.get("provenance"), cfg.dataset)
-    if seen and not cfg.allow_seen:
-        raise UserError(f"--model {cfg.model}: its provenance lists {cfg.dataset} as training data, so this "
-                        "would not be zero-shot; pass --allow-seen to evaluate anyway")
+    enc, seen = model_for(cfg, encoder)
     Q, C = encode_dataset(enc, ds, cfg)
     out = report(ds, evaluate(ds, Q, C), cfg, zero_shot=not seen, seconds=time.perf_counter() - t0)
     print(table(out))
@@ -107,6 +103,16 @@ def run(cfg: EvalConfig, encoder=None) -> dict:
         atomic_write_json(cfg.out, out)
         print(f"wrote {cfg.out}", file=sys.stderr)
     return out
+
+
+def model_for(cfg: EvalConfig, encoder=None):
+    """(the model to evaluate, whether it was trained on cfg.dataset); refuses a seen dataset unless --allow-seen."""
+    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device)
+    seen = seen_in_training(enc.meta.get("provenance"), cfg.dataset)
+    if seen and not cfg.allow_seen:
+        raise UserError(f"--model {cfg.model}: its provenance lists {cfg.dataset} as training data, so this "
+                        "would not be zero-shot; pass --allow-seen to evaluate anyway")
+    return enc, seen
 
 
 def run_collection(cfg: EvalConfig, encoder=None) -> dict:
@@ -123,11 +129,7 @@ def run_collection(cfg: EvalConfig, encoder=None) -> dict:
         coll = beir.load(cfg.dataset, cfg.split)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device)
-    seen = seen_in_training(enc.meta.get("provenance"), cfg.dataset)
-    if seen and not cfg.allow_seen:
-        raise UserError(f"--model {cfg.model}: its provenance lists {cfg.dataset} as training data, so this "
-                        "would not be zero-shot; pass --allow-seen to evaluate anyway")
+    enc, seen = model_for(cfg, encoder)
     Q, store = beir_eval.encode(enc, coll, cfg)
     measures, (scores, indices) = beir_eval.evaluate(coll, Q, store, beir_eval.RUN_DEPTH if cfg.run_out else 0)
     out = beir_eval.report(coll, measures, cfg, zero_shot=not seen, seconds=time.perf_counter() - t0)

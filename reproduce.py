@@ -135,7 +135,7 @@ def reproduce(args) -> None:
         if not zero.is_file():
             sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", "e5-small", "--out", str(zero.relative_to(ROOT))])
         for seed in args.seeds:
-            for sampler in SAMPLERS:
+            for sampler in args.samplers:
                 t0 = time.time()
                 train_and_eval(train_data, eval_data, sampler, seed, args)
                 print(f"{run_name(train_data, sampler, seed, args.recipe)}: {time.time() - t0:.0f} s", file=sys.stderr)
@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--swap", action="store_true", help="also train on mlqa-r and evaluate on xquad-r")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (0)")
+    p.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated, e.g. hybrid for an ablation "
+                                                                  f"({','.join(SAMPLERS)})")
     p.add_argument("--max-steps", type=int, default=None, help="training steps per run (train.py's default)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size per run (train.py's default)")
     p.add_argument("--recipe", choices=list(RECIPES), default="paper",
@@ -366,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
         raise UserError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    args.samplers = [x for x in args.samplers.split(",") if x]
+    if not args.samplers or any(x not in SAMPLERS for x in args.samplers):
+        raise UserError(f"--samplers: expected some of {', '.join(SAMPLERS)}, got {','.join(args.samplers) or 'none'}")
     if not args.report:
         from train import TrainConfig  # the budget is train.py's default unless given
 

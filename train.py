@@ -38,9 +38,11 @@ in the batch, so the limits only cut rare long sentences). Weight decay applies 
 only, not to biases and LayerNorm weights (as nanoGPT and the Hugging Face trainer do).
 
 Budget: the paper uses batch 100 on a GPU. The default here, batch 16 for 300 steps (4,800
-pairs, about half an epoch of XQuAD-R's 1,190 groups x 9 languages), takes about 2.1-2.5 s a
-step on a 2-core CPU with e5-small, so about 11-13 minutes plus three checkpoint writes of 1.4 GB
-(weights and AdamW moments); see bench/README.md. The paper's scale is
+pairs, about half an epoch of XQuAD-R's 1,190 groups x 9 languages), took about 2.1-2.5 s a
+step on a 2-core CPU with e5-small without hard negatives, so about 11-13 minutes plus three
+checkpoint writes of 1.4 GB (weights and AdamW moments); see bench/README.md. The default hard
+negative makes a step about 1.5 times as long and each validation adds ~27 s (docs/RESULTS.md,
+"The rerun"). The paper's scale is
     python train.py --sampler hybrid --model DIR --batch-size 100 --max-steps N
 with DIR an XLM-R or LaBSE Hugging Face directory and N chosen for the epochs wanted.
 Bigger batches than one device holds: --grad-cache-chunk K and/or several processes under

@@ -126,3 +126,18 @@ def test_ablation_and_recipe_sections_fill_their_markers(tmp_path, monkeypatch):
     multi = f"{res['map']['multi']['mean']:.3f}"
     assert [r.split("|")[1].strip() for r in rows] == ["old", "hardneg", "paper"] and rows[1].split("|")[5].strip() == multi
     assert "### Recipe hardneg: evaluated on mlqa-r" in new and "### Recipe paper: evaluated on mlqa-r" in new
+
+
+def test_samplers_flag_runs_the_hybrid_ablation_alone(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
+    monkeypatch.setattr(reproduce, "report", lambda: None)
+    assert reproduce.main(["--samplers", "hybrid", "--recipe", "hardneg", "--seeds", "0,1"]) == 0
+    assert [c[c.index("--out") + 1] for c in ran if c[0] == "train.py"] == [
+        "runs/reproduce/xquad-r-hybrid-hardneg-s0", "runs/reproduce/xquad-r-hybrid-hardneg-s1"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_cli(reproduce.main, ["--samplers", "hybrid,xz"])
+    assert capsys.readouterr().err.strip() == "error: --samplers: expected some of xx, xy, hybrid, got hybrid,xz"
