@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from minihbt.artifacts import fetch
-from minihbt.files import UserError
+from minihbt.files import UserError, nonblank_text as _text
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # label i is NLI_LABELS[i]
 XNLI_TEST_LANGS = ["ar", "de", "en", "es", "fr", "hi", "sw", "tr", "ur", "vi", "zh"]
@@ -100,14 +100,6 @@ def _lines(path: Path, limit: int | None) -> list[str]:
     lines = [l[:-1] if l.endswith("\r") else l for l in lines]
     return lines if limit is None else lines[:limit]
 
-
-def _text(value, where: str) -> str:
-    """`value` if it is a non-blank string; `where` names the file and row for the error."""
-    if not isinstance(value, str):
-        raise UserError(f"{where}: expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise UserError(f"{where}: empty text")
-    return value
 
 
 def _nli(premise: list[str], hypothesis: list[str], label: list[int]) -> NLI:

@@ -40,6 +40,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
+def nonblank_text(value, where: str) -> str:
+    """`value` if it is a non-blank string, else a UserError; `where` names the file, line and field."""
+    if not isinstance(value, str):
+        raise UserError(f"{where}: expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise UserError(f"{where}: empty text")
+    return value
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

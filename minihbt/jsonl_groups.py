@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from minihbt.files import UserError
+from minihbt.files import UserError, nonblank_text as _text
 from minihbt.lareqa import Example
 
 LANG_CODE = re.compile(r"[a-z]{2,3}(-[A-Z][a-z]{3})?(-(?:[A-Z]{2}|[0-9]{3}))?")
@@ -82,13 +82,6 @@ def _no_duplicate_keys(where: str):
         return dict(pairs)
     return hook
 
-
-def _text(value, where: str) -> str:
-    if not isinstance(value, str):
-        raise UserError(f"{where}: expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise UserError(f"{where}: empty text")
-    return value
 
 
 def _fields(obj, allowed: Sequence[str], required: Sequence[str], where: str, what: str) -> dict:
