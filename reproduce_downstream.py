@@ -11,7 +11,8 @@ reached its max_steps), named "<train>-<sampler>-s<seed>" as in reproduce.py. Ea
 is one `eval.py --dataset <task> --model <dir> --out docs/downstream/<task>__<model>.json`;
 a JSON that exists is not redone, so the command resumes where it stopped. The protocol is
 minihbt/downstream.py's. The tables between the markers in docs/DOWNSTREAM.md and
-docs/downstream.png are built from those JSON files alone.
+docs/downstream.png are built from those JSON files alone, the paired differences (hybrid minus
+X-X, ...: same seed, same test rows) from their per-row values with minihbt.paired.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from minihbt import paired
+from minihbt.downstream import row_values
 from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
 
 ROOT = Path(__file__).resolve().parent
@@ -125,6 +128,79 @@ def seeds(runs: dict[str, list[dict]]) -> int:
     return max(len(v) for v in runs.values())
 
 
+# (model, minus model) of the paired-difference table: the question's two, then what training did
+PAIRS = [("hybrid", "xx"), ("hybrid", "xy"), ("hybrid", "zero-shot"), ("xx", "zero-shot"), ("xy", "zero-shot")]
+
+
+def by_seed() -> dict[tuple[str, str], dict[int | None, dict[str, dict]]]:
+    """{(sampler | "zero-shot", training data): {seed (None: zero-shot): {task: result}}}."""
+    out: dict = {}
+    for path in sorted(RESULTS.glob("*.json")):
+        task, _, name = path.stem.partition("__")
+        m = RUN.fullmatch(name)
+        key, seed = (("zero-shot", ""), None) if m is None else ((m["sampler"], m["train"]), int(m["seed"]))
+        out.setdefault(key, {}).setdefault(seed, {})[task] = json.loads(path.read_text())
+    return out
+
+
+def values(result: dict, task: str, where: Path) -> dict:
+    try:
+        return row_values(task, result)
+    except (KeyError, ValueError) as e:
+        raise UserError(f"{where}: no usable per-row values ({e}); rerun it (delete the file, then "
+                        "python reproduce_downstream.py)") from None
+
+
+def differences(runs: dict, a: str, b: str, train: str, task: str) -> dict[str, list[tuple[float, float]]]:
+    """{"mean" | "seen" | "unseen": [(D, SE) per seed]} of model a minus model b on `task`."""
+    out = {"mean": [], "seen": [], "unseen": []}
+    for seed, res in sorted(runs.get((a, train), {}).items()):
+        other = runs.get((b, "" if b == "zero-shot" else train), {}).get(None if b == "zero-shot" else seed, {})
+        if task not in res or task not in other:
+            continue
+        va = values(res[task], task, RESULTS / f"{task}__{train}-{a}-s{seed}.json")
+        vb = values(other[task], task, RESULTS / (f"{task}__zero-shot.json" if b == "zero-shot"
+                                                  else f"{task}__{train}-{b}-s{seed}.json"))
+        langs = {"mean": list(va), "seen": [l for l in va if l in res[task]["seen_langs"]]}
+        langs["unseen"] = [l for l in va if l not in langs["seen"]]
+        for split, ls in langs.items():
+            if ls:
+                out[split].append(paired.difference(va, vb, ls))
+    return out
+
+
+def fmt_diff(ds: list[tuple[float, float]]) -> str:
+    """D ± 1.96 SE (test rows), bold when outside it; with several seeds D and SE are their means
+    and the sd of D over seeds follows."""
+    if not ds:
+        return "-"
+    d, se = mean_sd([x for x, _ in ds])[0], sum(s for _, s in ds) / len(ds)
+    cell = f"{d:+.3f} ±{paired.Z95 * se:.3f}"
+    cell = f"**{cell}**" if abs(d) > paired.Z95 * se else cell
+    return cell + (f", sd {mean_sd([x for x, _ in ds])[1]:.3f}" if len(ds) > 1 else "")
+
+
+def difference_table() -> list[str]:
+    runs = by_seed()
+    trains = sorted({t for _, t in runs if t})
+    cols = [(c, t) for c, t, _ in SPLIT_COLUMNS]
+    out = ["", "### Paired differences: same seed, same test rows\n",
+           "Difference of the macro means (first model minus second), ± 1.96 standard errors from the "
+           "test rows (minihbt.paired: the noise of the test sample, not of training); bold where the "
+           "difference is outside that interval. With several seeds: the mean over seeds and the sd "
+           "of the per-seed differences (the seed spread).\n",
+           "| models | seeds | " + " | ".join(f"{c} {s}" for c, _ in cols for s in ("all", "seen", "unseen")) + " |",
+           "|---|---|" + "---|" * (3 * len(cols))]
+    for train in trains:
+        for a, b in PAIRS:
+            cells = [differences(runs, a, b, train, t) for _, t in cols]
+            n = max((len(c["mean"]) for c in cells), default=0)
+            if n:
+                out.append(f"| {LABELS[a]} − {LABELS[b]} ({train}) | {n} | "
+                           + " | ".join(fmt_diff(c[s]) for c in cells for s in ("mean", "seen", "unseen")) + " |")
+    return out if len(out) > 5 else []
+
+
 def split_note(found) -> str:
     """Which languages count as seen, and so which are unseen in each task, as the JSON files say."""
     seen = {tuple(r["seen_langs"]) for runs in found.values() for rs in runs.values() for r in rs}
@@ -159,6 +235,7 @@ def tables(found) -> str:
     for key, runs in rows:
         cells = [fmt([get(r, p)[s] for r in runs.get(t, [])]) for _, t, p in SPLIT_COLUMNS for s in ("seen", "unseen")]
         out.append(f"| {row_name(key)} | " + " | ".join(cells) + " |")
+    out += difference_table()
     for task, (title, path, extra) in HEADLINE.items():
         runs_of = [(key, runs[task]) for key, runs in rows if task in runs]
         if not runs_of:

@@ -35,6 +35,13 @@ languages (null when there are none). Per task:
               "pooled": {"mrr@10": S, "other_lang_top1": S}}
     sib-200: {"accuracy": {"cross": S, "within": S}, "probe": {"iterations", "converged"}}
     tatoeba: {"accuracy": {"to_eng": S, "from_eng": S, "mean": S}}
+Every task also has "rows": each row's value of the headline metric (HEADLINE below), in file
+order, for paired comparisons of two models on the same rows (minihbt.paired); row_values decodes
+it, and the mean of a language's values is its per_lang value:
+    xnli:    {"correct": {lang: "0110..."}}   one digit per test pair, 1 = the probe is right
+    tydiqa:  {"rank": {lang: "1 3 1 27 ..."}} the rank of each question's passage (mono); RR@10
+    sib-200: {"correct": {lang: "0110..."}}   the English-trained probe, test rows
+    tatoeba: {"to_eng": {lang: "01..."}, "from_eng": {lang: "01..."}}  a pair's value: their mean
 (minihbt.downstream_eval adds the model, counts, timings and the training languages used.)
 """
 from __future__ import annotations
@@ -92,6 +99,10 @@ def _nearest(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return search.topk(queries, candidates, 1)[1][:, 0]  # (n,), ties to the lower index
 
 
+def _digits(hit) -> str:
+    return "".join("1" if h else "0" for h in np.asarray(hit, dtype=bool))
+
+
 # ----------------------------------------------------------------------------- XNLI
 
 def nli_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -103,16 +114,20 @@ def xnli(train, test: dict, dev: dict, seen: set[str]) -> dict:
     """train, and each value of test / dev: (U (n, d), V (n, d), labels (n,)), premise and hypothesis."""
     U, V, y = train
     p = probe.fit(nli_features(U, V), y, n_classes=3)
-    acc, ap = {"test": {}, "dev": {}}, {"test": {}, "dev": {}}
+    acc, ap, correct = {"test": {}, "dev": {}}, {"test": {}, "dev": {}}, {}
     for split, langs in (("test", test), ("dev", dev)):
         for lang, (U, V, y) in langs.items():
-            acc[split][lang] = p.accuracy(nli_features(U, V), y)
+            hit = p.predict(nli_features(U, V)) == y
+            acc[split][lang] = float(np.mean(hit))
+            if split == "test":
+                correct[lang] = _digits(hit)
             keep = y != 1  # neutral pairs are neither positive nor negative
             ap[split][lang] = pair_average_precision(np.sum(U * V, axis=1)[keep], y[keep] == 0)
     return {"accuracy": {s: summary(v, seen) for s, v in acc.items()},
             "pair_ap": {s: summary(v, seen) for s, v in ap.items()},
             "probe": {"train_accuracy": p.accuracy(nli_features(*train[:2]), train[2]),
-                      "iterations": p.iterations, "grad_max": p.grad_max, "converged": p.converged}}
+                      "iterations": p.iterations, "grad_max": p.grad_max, "converged": p.converged},
+            "rows": {"correct": correct}}
 
 
 # ----------------------------------------------------------------------------- TyDi QA
@@ -120,9 +135,10 @@ def xnli(train, test: dict, dev: dict, seen: set[str]) -> dict:
 def tydiqa(Q: dict[str, np.ndarray], C: dict[str, np.ndarray], answer: dict[str, np.ndarray], seen: set[str]) -> dict:
     """Q[lang] (n, d) questions, C[lang] (N, d) distinct passages, answer[lang] (n,) index into C[lang]."""
     langs = list(Q)
-    mono = {m: {} for m in ("mrr@10", "r@1", "r@5", "ndcg@10")}
+    mono, rank = {m: {} for m in ("mrr@10", "r@1", "r@5", "ndcg@10")}, {}
     for lang in langs:
         r = search.ranks(Q[lang], C[lang], answer[lang].reshape(-1, 1))  # (n, 1)
+        rank[lang] = " ".join(str(int(x)) for x in r[:, 0])
         mono["mrr@10"][lang] = float(np.mean(reciprocal_rank_at_k(r, 10)))
         mono["r@1"][lang] = float(np.mean(metrics.recall_at_k(r, 1)))
         mono["r@5"][lang] = float(np.mean(metrics.recall_at_k(r, 5)))
@@ -137,7 +153,7 @@ def tydiqa(Q: dict[str, np.ndarray], C: dict[str, np.ndarray], answer: dict[str,
         pooled["mrr@10"][lang] = float(np.mean(reciprocal_rank_at_k(r, 10)))
         pooled["other_lang_top1"][lang] = float(np.mean(owner[_nearest(Q[lang], pool)] != i))
     return {"mono": {m: summary(v, seen) for m, v in mono.items()},
-            "pooled": {m: summary(v, seen) for m, v in pooled.items()}}
+            "pooled": {m: summary(v, seen) for m, v in pooled.items()}, "rows": {"rank": rank}}
 
 
 # ----------------------------------------------------------------------------- SIB-200
@@ -146,31 +162,51 @@ def sib(X: dict[str, dict[str, np.ndarray]], y: dict[str, dict[str, np.ndarray]]
         seen: set[str], source: str = "en") -> dict:
     """X[lang]["train" | "test"] (n, d) sentence embeddings, y[lang][split] (n,) topic labels."""
     cross_probe = probe.fit(X[source]["train"], y[source]["train"], n_classes=n_classes)
-    cross, within, probes = {}, {}, [cross_probe]
+    cross, within, probes, correct = {}, {}, [cross_probe], {}
     for lang in X:
-        cross[lang] = cross_probe.accuracy(X[lang]["test"], y[lang]["test"])
+        hit = cross_probe.predict(X[lang]["test"]) == y[lang]["test"]
+        cross[lang], correct[lang] = float(np.mean(hit)), _digits(hit)
         own = cross_probe if lang == source else probe.fit(X[lang]["train"], y[lang]["train"], n_classes=n_classes)
         probes.append(own)
         within[lang] = own.accuracy(X[lang]["test"], y[lang]["test"])
     return {"accuracy": {"cross": summary(cross, seen), "within": summary(within, seen)},
             "probe": {"iterations": max(p.iterations for p in probes),
-                      "converged": all(p.converged for p in probes)}}
+                      "converged": all(p.converged for p in probes)}, "rows": {"correct": correct}}
 
 
 # ----------------------------------------------------------------------------- Tatoeba
 
 def tatoeba(S: dict[str, np.ndarray], E: dict[str, np.ndarray], seen: set[str]) -> dict:
     """S[lang] (n, d) the non-English sentences, E[lang] (n, d) their English translations, row for row."""
-    to_eng, from_eng, mean = {}, {}, {}
+    to_eng, from_eng, mean, rows = {}, {}, {}, {"to_eng": {}, "from_eng": {}}
     for lang in S:
         gold = np.arange(len(S[lang]))
-        to_eng[lang] = float(np.mean(_nearest(S[lang], E[lang]) == gold))
-        from_eng[lang] = float(np.mean(_nearest(E[lang], S[lang]) == gold))
+        hit_to, hit_from = _nearest(S[lang], E[lang]) == gold, _nearest(E[lang], S[lang]) == gold
+        to_eng[lang], from_eng[lang] = float(np.mean(hit_to)), float(np.mean(hit_from))
         mean[lang] = (to_eng[lang] + from_eng[lang]) / 2
+        rows["to_eng"][lang], rows["from_eng"][lang] = _digits(hit_to), _digits(hit_from)
     return {"accuracy": {"to_eng": summary(to_eng, seen), "from_eng": summary(from_eng, seen),
-                         "mean": summary(mean, seen)}}
+                         "mean": summary(mean, seen)}, "rows": rows}
 
 
 # The one Summary per task that comparison tables lead with: a path into the results dict.
 HEADLINE = {"xnli": ("accuracy", "test"), "tydiqa": ("mono", "mrr@10"), "sib-200": ("accuracy", "cross"),
             "tatoeba": ("accuracy", "mean")}
+
+
+def row_values(task: str, result: dict) -> dict[str, np.ndarray]:
+    """{lang: float64 (n,)} each row's value of the task's HEADLINE metric, from result["rows"];
+    ValueError if their means do not give the result's per_lang values (a damaged or edited file)."""
+    rows = result["rows"]
+    digits = lambda s: np.frombuffer(s.encode(), dtype=np.uint8).astype(np.float64) - ord("0")  # noqa: E731
+    if task == "tydiqa":
+        values = {l: reciprocal_rank_at_k(np.array(r.split(), dtype=np.int64), 10) for l, r in rows["rank"].items()}
+    elif task == "tatoeba":
+        values = {l: (digits(s) + digits(rows["from_eng"][l])) / 2 for l, s in rows["to_eng"].items()}
+    else:
+        values = {l: digits(s) for l, s in rows["correct"].items()}
+    a, b = HEADLINE[task]
+    want = result[a][b]["per_lang"]
+    if list(values) != list(want) or any(abs(float(np.mean(values[l])) - want[l]) > 1e-9 for l in want):
+        raise ValueError(f"{task}: the per-row values do not give the per_lang {a} {b}")
+    return values

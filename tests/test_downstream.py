@@ -158,3 +158,45 @@ def test_headline_paths_exist_in_results():
     res = downstream.tatoeba({"de": E}, {"de": E}, {"de"})
     key = downstream.HEADLINE["tatoeba"]
     assert res[key[0]][key[1]]["mean"] == 1.0
+
+
+# ----------------------------------------------------------------------------- per-row values
+
+def test_rows_by_hand_tydiqa_and_tatoeba():
+    C = {"en": np.eye(4, dtype=np.float32)[:2], "sw": np.eye(4, dtype=np.float32)[2:]}
+    Q = {"en": np.array([[1, 0, 0, 0], [0, 0.5, 0.9, 0]], dtype=np.float32),
+         "sw": np.array([[0.7, 0, 0.7, 0], [0, 0, 0.6, 0.3]], dtype=np.float32)}
+    res = downstream.tydiqa(Q, C, {"en": np.array([0, 1]), "sw": np.array([0, 1])}, seen={"en"})
+    assert res["rows"] == {"rank": {"en": "1 1", "sw": "1 2"}}  # the mono ranks of the test above
+    assert {l: v.tolist() for l, v in downstream.row_values("tydiqa", res).items()} == {"en": [1, 1], "sw": [1, 0.5]}
+
+    E = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    S = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 1, 0], [0, 1, 0]], dtype=np.float32)
+    res = downstream.tatoeba({"de": S}, {"de": E}, seen={"de"})
+    assert res["rows"] == {"to_eng": {"de": "1010"}, "from_eng": {"de": "1010"}}  # as worked out above
+    assert downstream.row_values("tatoeba", res)["de"].tolist() == [1, 0, 1, 0]
+
+
+def test_rows_of_the_probes_are_their_predictions():
+    rng = np.random.default_rng(0)
+    train, test_en = nli_pairs(rng, 300), nli_pairs(rng, 50)
+    res = downstream.xnli(train, {"en": test_en}, {"el": nli_pairs(rng, 20)}, seen={"en"})
+    p = probe.fit(downstream.nli_features(*train[:2]), train[2])
+    hit = p.predict(downstream.nli_features(*test_en[:2])) == test_en[2]
+    assert res["rows"] == {"correct": {"en": "".join(str(int(h)) for h in hit)}}  # test only, not dev
+    assert downstream.row_values("xnli", res)["en"].tolist() == hit.astype(float).tolist()
+    res["accuracy"]["test"]["per_lang"]["en"] += 0.01  # an edited file no longer adds up
+    with pytest.raises(ValueError, match="xnli: the per-row values do not give"):
+        downstream.row_values("xnli", res)
+
+
+def test_rows_of_sib_are_the_english_probe_on_each_test_set():
+    rng = np.random.default_rng(3)
+    X = {l: {"train": unit(rng.normal(size=(40, 6))), "test": unit(rng.normal(size=(30, 6)))} for l in ("en", "de")}
+    y = {l: {"train": rng.integers(0, 3, 40), "test": rng.integers(0, 3, 30)} for l in ("en", "de")}
+    res = downstream.sib(X, y, 3, seen={"en"})
+    en = probe.fit(X["en"]["train"], y["en"]["train"], n_classes=3)
+    for lang in X:
+        hit = en.predict(X[lang]["test"]) == y[lang]["test"]
+        assert res["rows"]["correct"][lang] == "".join(str(int(h)) for h in hit)
+        assert downstream.row_values("sib-200", res)[lang].mean() == res["accuracy"]["cross"]["per_lang"][lang]

@@ -5,6 +5,7 @@ import math
 import statistics
 import subprocess
 
+import numpy as np
 import pytest
 
 import reproduce_downstream as rd
@@ -71,7 +72,80 @@ def fake_result(task: str, seed: int, offset: float) -> dict:
         out |= {"accuracy": {"cross": s(0.7), "within": s(0.75)}}
     else:
         out |= {"accuracy": {k: s(0.8) for k in ("to_eng", "from_eng", "mean")}}
-    return out
+    return out | {"rows": fake_rows(out, task, seed, offset)}
+
+
+N_ROWS = 1000
+
+
+def fake_rows(out: dict, task: str, seed: int, offset: float) -> dict:
+    """Per-row values whose means are the headline per_lang values (3 decimals: k of 1000 rows hit),
+    the hits at seeded random rows, so two models agree on some rows and not on others."""
+    a, b = {"xnli": ("accuracy", "test"), "tydiqa": ("mono", "mrr@10"), "sib-200": ("accuracy", "cross"),
+            "tatoeba": ("accuracy", "mean")}[task]
+    rows = {}
+    for i, (lang, v) in enumerate(out[a][b]["per_lang"].items()):
+        hit = np.zeros(N_ROWS, dtype=bool)
+        hit[np.random.default_rng([i, seed, int(offset * 100)]).permutation(N_ROWS)[:round(v * N_ROWS)]] = True
+        rows[lang] = hit
+    if task == "tydiqa":  # rank 1 (RR 1) or 20 (RR@10 0)
+        return {"rank": {l: " ".join("1" if h else "20" for h in hit) for l, hit in rows.items()}}
+    digits = {l: "".join("1" if h else "0" for h in hit) for l, hit in rows.items()}
+    return {"to_eng": digits, "from_eng": digits} if task == "tatoeba" else {"correct": digits}
+
+
+def paired_rows(text: str) -> dict[str, list[str]]:
+    lines = text.split("### Paired differences", 1)[1].split("###", 1)[0].splitlines()
+    rows = [l for l in lines if l.startswith("| ") and not l.startswith("| models")]
+    return {r.strip("|").split("|")[0].strip(): [c.strip() for c in r.strip("|").split("|")[1:]] for r in rows}
+
+
+def row_values(result: dict, task: str) -> dict[str, np.ndarray]:
+    """Each row's headline value, decoded here without minihbt."""
+    r = result["rows"]
+    if task == "tydiqa":
+        return {l: np.array([1 / int(x) if int(x) <= 10 else 0.0 for x in s.split()]) for l, s in r["rank"].items()}
+    if task == "tatoeba":
+        return {l: np.array([(int(x) + int(y)) / 2 for x, y in zip(s, r["from_eng"][l])]) for l, s in r["to_eng"].items()}
+    return {l: np.array([float(x) for x in s]) for l, s in r["correct"].items()}
+
+
+def check_paired_against_json(text: str, results_dir) -> int:
+    """Recompute every paired cell: D = mean over languages of the mean row difference, SE =
+    sqrt(sum of the languages' variances of the mean) / L, seeds matched by file name."""
+    files = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")}
+    checked = 0
+    for name, cells in paired_rows(text).items():
+        pair, train = name.rsplit(" (", 1)
+        train = train.rstrip(")")
+        a, b = ({v: k for k, v in rd.LABELS.items()}[x.strip()] for x in pair.split("−"))
+        tasks = ["xnli", "tydiqa", "sib-200", "tatoeba"]
+        for t_i, task in enumerate(tasks):
+            for s_i, split in enumerate(("mean", "seen", "unseen")):
+                ds = []
+                for seed in range(10):
+                    ra = files.get(f"{task}__{train}-{a}-s{seed}")
+                    rb = files.get(f"{task}__zero-shot" if b == "zero-shot" else f"{task}__{train}-{b}-s{seed}")
+                    if ra is None or rb is None:
+                        continue
+                    va, vb = row_values(ra, task), row_values(rb, task)
+                    langs = [l for l in va if split == "mean" or (l in ra["seen_langs"]) == (split == "seen")]
+                    if not langs:
+                        continue
+                    d = [np.mean(va[l] - vb[l]) for l in langs]
+                    var = [np.var(va[l] - vb[l], ddof=1) / len(va[l]) for l in langs]
+                    ds.append((sum(d) / len(langs), math.sqrt(sum(var)) / len(langs)))
+                got = cells[1 + 3 * t_i + s_i]
+                if not ds:
+                    assert got == "-", (name, task, split)
+                    continue
+                d, se = statistics.mean(x for x, _ in ds), statistics.mean(s for _, s in ds)
+                want = f"{d:+.3f} ±{1.96 * se:.3f}"
+                want = f"**{want}**" if abs(d) > 1.96 * se else want
+                want += f", sd {statistics.stdev(x for x, _ in ds):.3f}" if len(ds) > 1 else ""
+                assert got == want, (name, task, split)
+                checked += 1
+    return checked
 
 
 def test_tables_recomputed_from_fake_json(tmp_path, monkeypatch):
@@ -87,6 +161,11 @@ def test_tables_recomputed_from_fake_json(tmp_path, monkeypatch):
                     json.dumps(fake_result(task, seed, off)))
     text = rd.tables(rd.load_results())
     assert check_summary_against_json(text, tmp_path) == 3 * len(rd.COLUMNS)
+    # hybrid - X-X, hybrid - zero-shot, X-X - zero-shot (no X-Y here); X-X has no Tatoeba (3 cells "-")
+    assert list(paired_rows(text)) == ["hybrid − X-X (xquad-r)", "hybrid − zero-shot (xquad-r)",
+                                       "X-X − zero-shot (xquad-r)"]
+    assert check_paired_against_json(text, tmp_path) == 3 * 12 - 2 * 3
+    assert "**" in text.split("### Paired", 1)[1] and ", sd " in text  # some differences stand out
     rows = summary_rows(text)
     assert list(rows) == ["zero-shot", "X-X (xquad-r)", "hybrid (xquad-r)"]
     assert rows["hybrid (xquad-r)"][0] == "2" and rows["X-X (xquad-r)"][-1] == "-"
@@ -138,3 +217,15 @@ def test_committed_downstream_md_equals_report():
     committed = text.split(rd.BEGIN, 1)[1].split(rd.END, 1)[0].strip()
     assert committed == rd.tables(found).strip()
     assert check_summary_against_json(committed, rd.RESULTS) > 0
+    if "### Paired differences" in committed:
+        assert check_paired_against_json(committed, rd.RESULTS) > 0
+
+
+def test_a_result_without_rows_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(rd, "RESULTS", tmp_path)
+    for name in ("zero-shot", "xquad-r-hybrid-s0"):
+        res = fake_result("sib-200", 0, 0.0)
+        res.pop("rows") if name == "zero-shot" else None
+        (tmp_path / f"sib-200__{name}.json").write_text(json.dumps(res))
+    with pytest.raises(rd.UserError, match="sib-200__zero-shot.json: no usable per-row values"):
+        rd.tables(rd.load_results())
