@@ -83,17 +83,28 @@ def evaluate(names: list[str], tasks: list[str]) -> None:
 
 # ----------------------------------------------------------------------------- report
 
-def load_results() -> dict[tuple[str, str, str], dict[str, list[dict]]]:
-    """{(model label, training data, block name): {task: [result per seed]}} from docs/downstream/*.json."""
-    found: dict = {}
+def by_seed() -> dict[tuple[str, str], dict[int | None, dict[str, dict]]]:
+    """{(sampler | "zero-shot", training data): {seed (None: zero-shot): {task: result}}} from
+    docs/downstream/*.json, refusing a file name that is not a result's."""
+    out: dict = {}
     for path in sorted(RESULTS.glob("*.json")):
         task, _, name = path.stem.partition("__")
         m = RUN.fullmatch(name)
         if task not in TASKS or (name != "zero-shot" and m is None):
             raise UserError(f"{path}: not a reproduce_downstream.py result (expected <task>__zero-shot.json or "
                             "<task>__<train>-<xx|xy|hybrid>-s<seed>.json)")
-        key = ("zero-shot", "") if m is None else (m["sampler"], m["train"])
-        found.setdefault(key, {}).setdefault(task, []).append(json.loads(path.read_text()))
+        key, seed = (("zero-shot", ""), None) if m is None else ((m["sampler"], m["train"]), int(m["seed"]))
+        out.setdefault(key, {}).setdefault(seed, {})[task] = json.loads(path.read_text())
+    return out
+
+
+def load_results() -> dict[tuple[str, str], dict[str, list[dict]]]:
+    """{(model label, training data): {task: [result per seed, in seed order]}} (by_seed, flattened)."""
+    found: dict = {}
+    for key, seeds in by_seed().items():
+        for seed in sorted(seeds, key=lambda s: -1 if s is None else s):
+            for task, res in seeds[seed].items():
+                found.setdefault(key, {}).setdefault(task, []).append(res)
     return found
 
 
@@ -132,17 +143,6 @@ def seeds(runs: dict[str, list[dict]]) -> int:
 PAIRS = [("hybrid", "xx"), ("hybrid", "xy"), ("hybrid", "zero-shot"), ("xx", "zero-shot"), ("xy", "zero-shot")]
 
 
-def by_seed() -> dict[tuple[str, str], dict[int | None, dict[str, dict]]]:
-    """{(sampler | "zero-shot", training data): {seed (None: zero-shot): {task: result}}}."""
-    out: dict = {}
-    for path in sorted(RESULTS.glob("*.json")):
-        task, _, name = path.stem.partition("__")
-        m = RUN.fullmatch(name)
-        key, seed = (("zero-shot", ""), None) if m is None else ((m["sampler"], m["train"]), int(m["seed"]))
-        out.setdefault(key, {}).setdefault(seed, {})[task] = json.loads(path.read_text())
-    return out
-
-
 def values(result: dict, task: str, where: Path) -> dict:
     try:
         return row_values(task, result)
@@ -174,10 +174,10 @@ def fmt_diff(ds: list[tuple[float, float]]) -> str:
     and the sd of D over seeds follows."""
     if not ds:
         return "-"
-    d, se = mean_sd([x for x, _ in ds])[0], sum(s for _, s in ds) / len(ds)
+    (d, sd), se = mean_sd([x for x, _ in ds]), sum(s for _, s in ds) / len(ds)
     cell = f"{d:+.3f} ±{paired.Z95 * se:.3f}"
     cell = f"**{cell}**" if abs(d) > paired.Z95 * se else cell
-    return cell + (f", sd {mean_sd([x for x, _ in ds])[1]:.3f}" if len(ds) > 1 else "")
+    return cell + (f", sd {sd:.3f}" if len(ds) > 1 else "")
 
 
 def difference_table() -> list[str]:
