@@ -164,3 +164,19 @@ def test_mean_and_spread():
     m, sd = reproduce.mean_sd([0.5, 0.7])
     assert math.isclose(m, 0.6) and math.isclose(sd, math.sqrt(0.02))
     assert reproduce.fmt([0.5, 0.7]) == "0.600 ± 0.141" and reproduce.fmt([0.25]) == "0.250"
+
+
+# The paper's XLM-R hybrid model, copied by hand from arXiv 2408.10536: Table 1 (mAP mono / cross /
+# multi) and Table 2 (mean rank distance).
+PAPER_ROWS = {"xquad-r": ["0.798", "0.705", "0.593", "286.6"], "mlqa-r": ["0.648", "0.623", "0.512", "227.1"]}
+
+
+def test_paper_row_of_every_table_is_the_papers_tables_1_and_2():
+    checked = 0
+    for recipe, tables in parse_sections(RESULTS_MD.read_text()).items():
+        for (eval_data, title), rows in tables.items():
+            if title.startswith("mAP per setting"):
+                [paper] = [cells for first, cells in rows.items() if first.startswith("paper")]
+                assert paper[1:5] == PAPER_ROWS[eval_data], f"{recipe} {eval_data}"
+                checked += 1
+    assert checked >= 1
