@@ -5,9 +5,10 @@
     python reproduce_downstream.py --tasks xnli,tatoeba   # some tasks
     python reproduce_downstream.py --report               # only rebuild docs/DOWNSTREAM.md and the figure
 
-Models: "zero-shot" (e5-small as released) and every finished `reproduce.py` run,
-runs/reproduce/<train>-<xx|xy|hybrid>-s<seed>/checkpoint (finished: trainer.json's step has
-reached its max_steps), named "<train>-<sampler>-s<seed>" as in reproduce.py. Each (task, model)
+Models: "zero-shot" (e5-small as released) and every finished `reproduce.py` run (finished:
+trainer.json's step has reached its max_steps), named as in reproduce.py,
+"<train>-<xx|xy|hybrid>[-<recipe>]-s<seed>": its checkpoint-best where the recipe selects on
+held-out groups (paper), else its last checkpoint. Each (task, model)
 is one `eval.py --dataset <task> --model <dir> --out docs/downstream/<task>__<model>.json`;
 a JSON that exists is not redone, so the command resumes where it stopped. The protocol is
 minihbt/downstream.py's. The tables between the markers in docs/DOWNSTREAM.md and
@@ -27,13 +28,15 @@ from pathlib import Path
 from minihbt import paired
 from minihbt.downstream import row_values
 from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
+from reproduce import RECIPES, run_name, selects_on_validation
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "docs" / "downstream"
 DOC = ROOT / "docs" / "DOWNSTREAM.md"
 TASKS = ("xnli", "tydiqa", "sib-200", "tatoeba")
 LABELS = {"zero-shot": "zero-shot", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid"}
-RUN = re.compile(r"(?P<train>.+)-(?P<sampler>xx|xy|hybrid)-s(?P<seed>\d+)")
+NEW = "|".join(r for r in RECIPES if r != "old")  # the old recipe's names carry no tag
+RUN = re.compile(rf"(?P<train>.+?)-(?P<sampler>xx|xy|hybrid)(?:-(?P<recipe>{NEW}))?-s(?P<seed>\d+)")
 BEGIN, END = "<!-- reproduce_downstream.py: tables begin -->", "<!-- reproduce_downstream.py: tables end -->"
 # (column title, task, path to a Summary in that task's results), in table order
 COLUMNS = [("XNLI acc", "xnli", ("accuracy", "test")), ("XNLI pair AP", "xnli", ("pair_ap", "test")),
@@ -54,11 +57,23 @@ def models() -> dict[str, str]:
     found = {"zero-shot": "e5-small"}
     for ckpt in sorted((ROOT / "runs" / "reproduce").glob("*/checkpoint")):
         state = ckpt / "trainer.json"
-        if RUN.fullmatch(ckpt.parent.name) and state.is_file():
+        if (m := RUN.fullmatch(ckpt.parent.name)) and state.is_file():
             saved = json.loads(state.read_text())
             if saved["step"] >= saved["config"]["max_steps"]:
-                found[ckpt.parent.name] = str(ckpt.relative_to(ROOT))
+                best = selects_on_validation(m["recipe"] or "old")  # the model reproduce.py evaluated
+                found[ckpt.parent.name] = str((ckpt.parent / "checkpoint-best" if best else ckpt).relative_to(ROOT))
     return found
+
+
+def training(m: re.Match) -> str:
+    """A run's training data and recipe, as its rows show them: "xquad-r" (old), "xquad-r, paper"."""
+    return m["train"] + (f", {m['recipe']}" if m["recipe"] else "")
+
+
+def model_name(sampler: str, train: str, seed: int) -> str:
+    """The result name of a run of `sampler` under `training(...)` == train (inverse of RUN)."""
+    data, _, recipe = train.partition(", ")
+    return run_name(data, sampler, seed, recipe or "old")
 
 
 def evaluate(names: list[str], tasks: list[str]) -> None:
@@ -92,8 +107,8 @@ def by_seed() -> dict[tuple[str, str], dict[int | None, dict[str, dict]]]:
         m = RUN.fullmatch(name)
         if task not in TASKS or (name != "zero-shot" and m is None):
             raise UserError(f"{path}: not a reproduce_downstream.py result (expected <task>__zero-shot.json or "
-                            "<task>__<train>-<xx|xy|hybrid>-s<seed>.json)")
-        key, seed = (("zero-shot", ""), None) if m is None else ((m["sampler"], m["train"]), int(m["seed"]))
+                            f"<task>__<train>-<xx|xy|hybrid>[-<{NEW}>]-s<seed>.json)")
+        key, seed = (("zero-shot", ""), None) if m is None else ((m["sampler"], training(m)), int(m["seed"]))
         out.setdefault(key, {}).setdefault(seed, {})[task] = json.loads(path.read_text())
     return out
 
@@ -158,9 +173,9 @@ def differences(runs: dict, a: str, b: str, train: str, task: str) -> dict[str, 
         other = runs.get((b, "" if b == "zero-shot" else train), {}).get(None if b == "zero-shot" else seed, {})
         if task not in res or task not in other:
             continue
-        va = values(res[task], task, RESULTS / f"{task}__{train}-{a}-s{seed}.json")
+        va = values(res[task], task, RESULTS / f"{task}__{model_name(a, train, seed)}.json")
         vb = values(other[task], task, RESULTS / (f"{task}__zero-shot.json" if b == "zero-shot"
-                                                  else f"{task}__{train}-{b}-s{seed}.json"))
+                                                  else f"{task}__{model_name(b, train, seed)}.json"))
         langs = {"mean": list(va), "seen": [l for l in va if l in res[task]["seen_langs"]]}
         langs["unseen"] = [l for l in va if l not in langs["seen"]]
         for split, ls in langs.items():

@@ -2,6 +2,7 @@
 JSON, and those tables' numbers are recomputed here from the JSON's per-language values alone."""
 import json
 import math
+import re
 import statistics
 import subprocess
 
@@ -12,6 +13,14 @@ import reproduce_downstream as rd
 
 LANGS = {"xnli": ["en", "sw"], "tydiqa": ["ar", "bn"], "sib-200": ["en", "vi"], "tatoeba": ["de", "el"]}
 SEEN = ["ar", "de", "en"]
+# A result's model name, read here without reproduce_downstream: "<train>-<sampler>[-<recipe>]-s<seed>"
+NAME = re.compile(r"(?P<train>[a-z]+-r)-(?P<sampler>xx|xy|hybrid)(?:-(?P<recipe>[a-z]+))?-s(?P<seed>\d+)")
+
+
+def file_name(task: str, train: str, sampler: str, seed: int) -> str:
+    """The result file of a row's "(train)" part, "xquad-r" (old recipe) or "xquad-r, paper"."""
+    data, _, recipe = train.partition(", ")
+    return f"{task}__{data}-{sampler}" + (f"-{recipe}" if recipe else "") + f"-s{seed}"
 
 
 def macro(per_lang: dict, seen: list[str], which: str):
@@ -41,8 +50,9 @@ def check_summary_against_json(text: str, results_dir) -> int:
     groups: dict[str, dict[str, list[dict]]] = {}
     for path in sorted(results_dir.glob("*.json")):
         task, _, name = path.stem.partition("__")
-        m = rd.RUN.fullmatch(name)
-        row = "zero-shot" if m is None else f"{rd.LABELS[m['sampler']]} ({m['train']})"
+        m = NAME.fullmatch(name)
+        row = "zero-shot" if m is None else (f"{rd.LABELS[m['sampler']]} ({m['train']}"
+                                             + (f", {m['recipe']}" if m["recipe"] else "") + ")")
         groups.setdefault(row, {}).setdefault(task, []).append(json.loads(path.read_text()))
     rows, checked = summary_rows(text), 0
     assert set(rows) == set(groups)
@@ -124,8 +134,8 @@ def check_paired_against_json(text: str, results_dir) -> int:
             for s_i, split in enumerate(("mean", "seen", "unseen")):
                 ds = []
                 for seed in range(10):
-                    ra = files.get(f"{task}__{train}-{a}-s{seed}")
-                    rb = files.get(f"{task}__zero-shot" if b == "zero-shot" else f"{task}__{train}-{b}-s{seed}")
+                    ra = files.get(file_name(task, train, a, seed))
+                    rb = files.get(f"{task}__zero-shot" if b == "zero-shot" else file_name(task, train, b, seed))
                     if ra is None or rb is None:
                         continue
                     va, vb = row_values(ra, task), row_values(rb, task)
@@ -170,6 +180,36 @@ def test_tables_recomputed_from_fake_json(tmp_path, monkeypatch):
     assert list(rows) == ["zero-shot", "X-X (xquad-r)", "hybrid (xquad-r)"]
     assert rows["hybrid (xquad-r)"][0] == "2" and rows["X-X (xquad-r)"][-1] == "-"
     assert "sw" in text.split("Unseen:", 1)[1].split(";")[0]  # xnli's unseen language, from the JSON
+
+
+def test_recipes_are_rows_of_their_own_and_paired_within_their_recipe(tmp_path, monkeypatch):
+    monkeypatch.setattr(rd, "RESULTS", tmp_path)
+    for task in rd.TASKS:
+        (tmp_path / f"{task}__zero-shot.json").write_text(json.dumps(fake_result(task, 0, 0.0)))
+        for name, off in (("xquad-r-hybrid-s0", 0.05), ("xquad-r-xy-s0", 0.03),
+                          ("xquad-r-hybrid-paper-s0", 0.08), ("xquad-r-xy-paper-s0", 0.01)):
+            (tmp_path / f"{task}__{name}.json").write_text(json.dumps(fake_result(task, 0, off)))
+    text = rd.tables(rd.load_results())
+    assert list(summary_rows(text)) == ["zero-shot", "X-Y (xquad-r)", "hybrid (xquad-r)", "X-Y (xquad-r, paper)",
+                                        "hybrid (xquad-r, paper)"]
+    assert check_summary_against_json(text, tmp_path) == 5 * len(rd.COLUMNS)
+    assert list(paired_rows(text))[:2] == ["hybrid − X-Y (xquad-r)", "hybrid − zero-shot (xquad-r)"]
+    assert "hybrid − X-Y (xquad-r, paper)" in paired_rows(text)
+    # hybrid − X-Y differs between the recipes (+0.02 old, +0.07 paper): the pairs do not mix them
+    assert paired_rows(text)["hybrid − X-Y (xquad-r, paper)"][1] != paired_rows(text)["hybrid − X-Y (xquad-r)"][1]
+    assert check_paired_against_json(text, tmp_path) == 6 * 12
+
+
+def test_models_evaluates_what_reproduce_evaluated(tmp_path, monkeypatch):
+    """The paper recipe's checkpoint chosen on held-out groups; a recipe without validation: the last."""
+    monkeypatch.setattr(rd, "ROOT", tmp_path)
+    for name in ("xquad-r-hybrid-paper-s0", "xquad-r-hybrid-hardneg-s0"):
+        ckpt = tmp_path / "runs" / "reproduce" / name / "checkpoint"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer.json").write_text(json.dumps({"step": 300, "config": {"max_steps": 300}}))
+    assert rd.models() == {"zero-shot": "e5-small",
+                           "xquad-r-hybrid-hardneg-s0": "runs/reproduce/xquad-r-hybrid-hardneg-s0/checkpoint",
+                           "xquad-r-hybrid-paper-s0": "runs/reproduce/xquad-r-hybrid-paper-s0/checkpoint-best"}
 
 
 def test_evaluate_runs_eval_py_per_task_and_skips_done(tmp_path, monkeypatch):
