@@ -15,8 +15,8 @@ import reproduce
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_MD = ROOT / "docs" / "RESULTS.md"
 LABEL = {"zero-shot": "zero-shot", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid"}
-SECTION = re.compile(r"<!-- reproduce\.py: (?:(\w+) recipe )?tables begin -->(.*?)<!-- reproduce\.py: "
-                     r"(?:\w+ recipe )?tables end -->", re.S)
+OLD_SECTION = ("<!-- reproduce.py: tables begin -->", "<!-- reproduce.py: tables end -->")
+RECIPE_SECTION = ("<!-- reproduce.py: recipe tables begin -->", "<!-- reproduce.py: recipe tables end -->")
 
 
 def committed_runs() -> dict[tuple[str | None, str, str], list[dict]]:
@@ -31,28 +31,34 @@ def committed_runs() -> dict[tuple[str | None, str, str], list[dict]]:
         recipe = None if m["sampler"] is None else m["recipe"] or "old"
         key = (recipe, m["eval"], LABEL[m["sampler"] or "zero-shot"])
         runs.setdefault(key, []).append((int(m["seed"] or 0), json.loads(path.read_text())))
-    return {k: [r for _, r in sorted(v, key=lambda x: x[0])] for k, v in runs.items()}
+    return {k: [r | {"_seed": seed} for seed, r in sorted(v, key=lambda x: x[0])] for k, v in runs.items()}
 
 
 def parse_sections(text: str) -> dict[str, dict[tuple[str, str], dict[str, list[str]]]]:
     """{recipe: {(eval dataset, table title): {first cell: the other cells}}}; a table's title is
-    the text line above it."""
-    sections = {}
-    for recipe, body in SECTION.findall(text):
-        tables, eval_data, title, current = {}, None, None, None
-        for line in body.splitlines():
-            if m := re.match(r"### (?:\w+ recipe, e|E)valuated on (\S+) ", line):
-                eval_data = m[1]
+    the text line above it. The old recipe's tables lie between the first pair of markers under
+    "### Evaluated on <eval>"; the other recipes' between the recipe markers, each under "### Recipe
+    <recipe>: evaluated on <eval>", after the ablation tables (recipe "ablation", eval dataset from
+    "### Ablation: hybrid trained on <train>, evaluated on <eval>")."""
+    sections: dict = {}
+    for (begin, end), first in ((OLD_SECTION, "old"), (RECIPE_SECTION, None)):
+        if begin not in text:
+            continue
+        recipe, eval_data, title, current = first, None, None, None
+        for line in text.split(begin, 1)[1].split(end, 1)[0].splitlines():
+            if m := re.match(r"### (?:Recipe (\w+): e|E)valuated on (\S+) ", line):
+                recipe, eval_data = m[1] or "old", m[2]
+            elif m := re.match(r"### Ablation: hybrid trained on \S+, evaluated on (\S+)$", line):
+                recipe, eval_data = "ablation", m[1]
             if not line.startswith("|"):
                 current = None
                 if line.strip():
                     title = line.strip()
             elif current is None:  # a table's header row
-                current = tables.setdefault((eval_data, title), {})
+                current = sections.setdefault(recipe, {}).setdefault((eval_data, title), {})
             elif not line.startswith("|---"):
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
                 current[cells[0]] = cells[1:]
-        sections[recipe or "old"] = tables
     return sections
 
 
@@ -180,3 +186,68 @@ def test_paper_row_of_every_table_is_the_papers_tables_1_and_2():
                 assert paper[1:5] == PAPER_ROWS[eval_data], f"{recipe} {eval_data}"
                 checked += 1
     assert checked >= 1
+
+
+def test_ablation_rows_recomputed_from_json():
+    """Hybrid under each recipe that has results, one row per recipe in the recipes' order, where an
+    evaluation dataset has hybrid results of two recipes or more."""
+    runs, sections = committed_runs(), parse_sections(RESULTS_MD.read_text())
+    order = ["old", "hardneg", "masked", "paper"]
+    checked = 0
+    for eval_data in sorted({e for _, e, _ in runs}):
+        recipes = [r for r in order if (r, eval_data, "hybrid") in runs]
+        tables = [t for (e, _), t in sections.get("ablation", {}).items() if e == eval_data]
+        if len(recipes) < 2:
+            assert not tables, eval_data
+            continue
+        [rows] = tables
+        assert list(rows) == recipes
+        for recipe in recipes:
+            results = runs[recipe, eval_data, "hybrid"]
+            assert rows[recipe][0] == str(len(results))
+            for cell, (what, digits, value) in zip(rows[recipe][1:], MAIN[:4], strict=True):
+                check_cell(cell, [value(r) for r in results], digits, f"ablation {eval_data} {recipe} {what}")
+                checked += 1
+    assert checked == 4 * sum(len([r for r in order if (r, e, "hybrid") in runs]) for e in {e for _, e, _ in runs}
+                              if len([r for r in order if (r, e, "hybrid") in runs]) > 1)
+
+
+def test_paired_differences_of_every_recipe_recomputed_from_json():
+    """hybrid - X-X and hybrid - X-Y: the seeds both have, each seed's difference, their mean and
+    sample sd, in every recipe's tables."""
+    runs, sections = committed_runs(), parse_sections(RESULTS_MD.read_text())
+    checked = 0
+    for (recipe, eval_data, label), hybrid in runs.items():
+        if label != "hybrid":
+            continue
+        found = [t for (e, title), t in sections[recipe].items() if e == eval_data and title.startswith("Paired")]
+        for other in ("X-X", "X-Y"):
+            others = {r["_seed"]: r for r in runs.get((recipe, eval_data, other), [])}
+            seeds = [r["_seed"] for r in hybrid if r["_seed"] in others]
+            if not seeds:
+                assert not found or f"hybrid - {other}" not in found[0]
+                continue
+            cells = found[0][f"hybrid - {other}"]
+            assert cells[1] == ",".join(map(str, seeds))
+            for cell, (what, digits, value) in zip(cells[2:], MAIN[:4], strict=True):
+                by = {r["_seed"]: r for r in hybrid}
+                d = [value(by[s]) - value(others[s]) for s in seeds]
+                want = f"{statistics.fmean(d):+.{digits}f}"
+                if len(d) > 1:
+                    want += f" ± {statistics.stdev(d):.{digits}f}"
+                assert cell == want + " (" + ", ".join(f"{x:+.{digits}f}" for x in d) + ")", (recipe, other, what)
+                checked += 1
+    assert checked >= 8  # at least the old recipe's two differences
+
+
+def test_results_md_is_the_report_of_the_committed_json(tmp_path, monkeypatch):
+    """The whole page, old and recipe sections, is what reproduce.py --report writes from the JSON."""
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    for f in (ROOT / "docs" / "results").glob("*.json"):
+        (tmp_path / "docs" / "results" / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "docs" / "RESULTS.md").write_text(RESULTS_MD.read_text())
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(reproduce, "figure", lambda found, path: None)
+    reproduce.report()
+    assert (tmp_path / "docs" / "RESULTS.md").read_text() == RESULTS_MD.read_text()
