@@ -60,6 +60,9 @@ RECIPES = {
     "masked": ["--hard-negatives", "1", "--false-negatives", "mask", "--val-every", "0"],
     "paper": ["--hard-negatives", "1", "--false-negatives", "mask", "--val-every", "50", "--val-fraction", "0.1"],
 }
+# A run's (and its result's) name, as run_name builds it; the old recipe's names carry no tag.
+TAGS = "|".join(r for r in RECIPES if r != "old")
+RUN = re.compile(rf"(?P<train>.+?)-(?P<sampler>{'|'.join(SAMPLERS)})(?:-(?P<recipe>{TAGS}))?-s(?P<seed>\d+)")
 # The old recipe's tables, then the others' (an ablation table across recipes, then each recipe's).
 NEW_BEGIN, NEW_END = "<!-- reproduce.py: recipe tables begin -->", "<!-- reproduce.py: recipe tables end -->"
 
@@ -148,11 +151,10 @@ def load_results(recipe: str = "old") -> dict[tuple[str, str, str], list[dict]]:
     found: dict[tuple[str, str, str], list[tuple[int, dict]]] = {}
     for path in sorted(RESULTS.glob("*.json")):
         eval_data, _, model = path.stem.partition("__")
-        tags = "|".join(r for r in RECIPES if r != "old")
-        m = re.fullmatch(rf"(?P<train>.+)-(?P<sampler>xx|xy|hybrid)(-(?P<recipe>{tags}))?-s(?P<seed>\d+)", model)
+        m = RUN.fullmatch(model)
         if model != "zero-shot" and m is None:
             raise UserError(f"{path}: not a reproduce.py result (expected <eval>__zero-shot.json or "
-                            f"<eval>__<train>-<xx|xy|hybrid>[-<{tags}>]-s<seed>.json)")
+                            f"<eval>__<train>-<xx|xy|hybrid>[-<{TAGS}>]-s<seed>.json)")
         if model != "zero-shot" and (m["recipe"] or "old") != recipe:
             continue
         key = (eval_data, "zero-shot", "") if model == "zero-shot" else (eval_data, m["sampler"], m["train"])

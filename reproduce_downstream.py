@@ -28,15 +28,13 @@ from pathlib import Path
 from minihbt import paired
 from minihbt.downstream import row_values
 from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
-from reproduce import RECIPES, run_name, selects_on_validation
+from reproduce import RUN, TAGS, mean_sd, run_name, selects_on_validation
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "docs" / "downstream"
 DOC = ROOT / "docs" / "DOWNSTREAM.md"
 TASKS = ("xnli", "tydiqa", "sib-200", "tatoeba")
 LABELS = {"zero-shot": "zero-shot", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid"}
-NEW = "|".join(r for r in RECIPES if r != "old")  # the old recipe's names carry no tag
-RUN = re.compile(rf"(?P<train>.+?)-(?P<sampler>xx|xy|hybrid)(?:-(?P<recipe>{NEW}))?-s(?P<seed>\d+)")
 BEGIN, END = "<!-- reproduce_downstream.py: tables begin -->", "<!-- reproduce_downstream.py: tables end -->"
 # (column title, task, path to a Summary in that task's results), in table order
 COLUMNS = [("XNLI acc", "xnli", ("accuracy", "test")), ("XNLI pair AP", "xnli", ("pair_ap", "test")),
@@ -107,7 +105,7 @@ def by_seed() -> dict[tuple[str, str], dict[int | None, dict[str, dict]]]:
         m = RUN.fullmatch(name)
         if task not in TASKS or (name != "zero-shot" and m is None):
             raise UserError(f"{path}: not a reproduce_downstream.py result (expected <task>__zero-shot.json or "
-                            f"<task>__<train>-<xx|xy|hybrid>[-<{NEW}>]-s<seed>.json)")
+                            f"<task>__<train>-<xx|xy|hybrid>[-<{TAGS}>]-s<seed>.json)")
         key, seed = (("zero-shot", ""), None) if m is None else ((m["sampler"], training(m)), int(m["seed"]))
         out.setdefault(key, {}).setdefault(seed, {})[task] = json.loads(path.read_text())
     return out
@@ -125,11 +123,6 @@ def load_results() -> dict[tuple[str, str], dict[str, list[dict]]]:
 
 def get(res: dict, path: tuple[str, str]) -> dict:
     return res[path[0]][path[1]]
-
-
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
 
 
 def fmt(values: list[float | None]) -> str:

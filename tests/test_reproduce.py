@@ -193,7 +193,7 @@ def test_ablation_rows_recomputed_from_json():
     evaluation dataset has hybrid results of two recipes or more."""
     runs, sections = committed_runs(), parse_sections(RESULTS_MD.read_text())
     order = ["old", "hardneg", "masked", "paper"]
-    checked = 0
+    checked = expected = 0
     for eval_data in sorted({e for _, e, _ in runs}):
         recipes = [r for r in order if (r, eval_data, "hybrid") in runs]
         tables = [t for (e, _), t in sections.get("ablation", {}).items() if e == eval_data]
@@ -202,14 +202,14 @@ def test_ablation_rows_recomputed_from_json():
             continue
         [rows] = tables
         assert list(rows) == recipes
+        expected += 4 * len(recipes)
         for recipe in recipes:
             results = runs[recipe, eval_data, "hybrid"]
             assert rows[recipe][0] == str(len(results))
             for cell, (what, digits, value) in zip(rows[recipe][1:], MAIN[:4], strict=True):
                 check_cell(cell, [value(r) for r in results], digits, f"ablation {eval_data} {recipe} {what}")
                 checked += 1
-    assert checked == 4 * sum(len([r for r in order if (r, e, "hybrid") in runs]) for e in {e for _, e, _ in runs}
-                              if len([r for r in order if (r, e, "hybrid") in runs]) > 1)
+    assert checked == expected
 
 
 def test_paired_differences_of_every_recipe_recomputed_from_json():
