@@ -29,8 +29,9 @@ languages the training dataset has: XQuAD-R all nine (el, vi unseen), MLQA-R ar 
 
 Nothing is done twice: a run whose checkpoint has reached the last step is not retrained (a
 stopped one is resumed with `train.py --resume`), and an evaluation whose JSON exists is not
-redone. Runs go to `runs/reproduce/`, results to `docs/results/*.json`; the tables between the
-markers in `docs/RESULTS.md` and `docs/results.png` are built from those JSON files alone.
+redone. Runs go to `runs/reproduce/`, results to `docs/results/*.json`, and what validation chose
+(each check's score, the step evaluated) to `docs/results/selection/<run>.json`; the tables between
+the markers in `docs/RESULTS.md` and `docs/results.png` are built from those JSON files alone.
 """
 from __future__ import annotations
 
@@ -124,8 +125,21 @@ def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, arg
         sh([sys.executable, "train.py", "--resume", str(ckpt)])
     res = result_path(eval_data, name)
     model = out / ("checkpoint-best" if selects_on_validation(args.recipe) else "checkpoint")
+    if selects_on_validation(args.recipe):
+        record_selection(name, ROOT / out)
     if not res.is_file():
         sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(model), "--out", str(res.relative_to(ROOT))])
+
+
+def record_selection(name: str, out: Path) -> None:
+    """docs/results/selection/<run>.json: the run's validation scores by step and the step its
+    checkpoint-best holds, so that RESULTS.md says what was chosen on what without runs/ (not
+    committed). The log keeps only the steps that led to the checkpoint (train.py), one line each."""
+    lines = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    scores = {str(l["step"]): l["val_map_multi"] for l in lines if "val_map_multi" in l}
+    chosen = json.loads((out / "checkpoint-best" / "minihbt.json").read_text())["provenance"]["step"]
+    atomic_write_bytes(RESULTS / "selection" / f"{name}.json",
+                       (json.dumps({"val_map_multi": scores, "chosen_step": chosen}, indent=1) + "\n").encode())
 
 
 def reproduce(args) -> None:
@@ -322,6 +336,23 @@ def ablation(by_recipe: dict[str, dict]) -> str:
     return "\n".join(out)
 
 
+def selection(recipe: str) -> str:
+    """The recipe's validation scores and chosen steps, one row per run (docs/results/selection/)."""
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted((RESULTS / "selection").glob("*.json"))
+            if (m := RUN.fullmatch(p.stem)) and m["recipe"] == recipe}
+    if not runs:
+        return ""
+    steps = sorted({int(s) for r in runs.values() for s in r["val_map_multi"]})
+    out = [f"### Recipe {recipe}: checkpoint selection on the held-out groups\n",
+           "Multilingual mAP on the 10% of the training groups never trained on, at each check; the "
+           "checkpoint evaluated is the best (the earliest of equal scores). No test set is involved.\n",
+           "| run | " + " | ".join(f"step {s}" for s in steps) + " | chosen step |", "|---|" + "---|" * (len(steps) + 1)]
+    for name, r in runs.items():
+        cells = [f"{r['val_map_multi'][str(s)]:.4f}" if str(s) in r["val_map_multi"] else "" for s in steps]
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {r['chosen_step']} |")
+    return "\n".join(out) + "\n"
+
+
 def replace_between(text: str, begin: str, end: str, body: str, doc: Path) -> str:
     if begin not in text or end not in text:
         raise UserError(f"{doc}: the markers {begin} / {end} are missing")
@@ -341,7 +372,8 @@ def report() -> None:
     by_recipe = {r: load_results(r) for r in RECIPES}
     trained = [r for r in RECIPES if r != "old" and any(label != "zero-shot" for _, label, _ in by_recipe[r])]
     if trained:
-        body = [ablation({r: by_recipe[r] for r in ["old", *trained]})] + [tables(by_recipe[r], r) for r in trained]
+        body = [ablation({r: by_recipe[r] for r in ["old", *trained]})]
+        body += [t for r in trained for t in (tables(by_recipe[r], r), selection(r))]
         text = replace_between(text, NEW_BEGIN, NEW_END, "\n".join(b for b in body if b), doc)
     atomic_write_bytes(doc, text.encode())
     print(f"wrote {doc}", file=sys.stderr)

@@ -243,11 +243,43 @@ def test_paired_differences_of_every_recipe_recomputed_from_json():
 def test_results_md_is_the_report_of_the_committed_json(tmp_path, monkeypatch):
     """The whole page, old and recipe sections, is what reproduce.py --report writes from the JSON."""
     (tmp_path / "docs" / "results").mkdir(parents=True)
-    for f in (ROOT / "docs" / "results").glob("*.json"):
-        (tmp_path / "docs" / "results" / f.name).write_bytes(f.read_bytes())
+    for f in [*(ROOT / "docs" / "results").glob("*.json"), *(ROOT / "docs" / "results").glob("selection/*.json")]:
+        (tmp_path / f.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f.relative_to(ROOT)).write_bytes(f.read_bytes())
     (tmp_path / "docs" / "RESULTS.md").write_text(RESULTS_MD.read_text())
     monkeypatch.setattr(reproduce, "ROOT", tmp_path)
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
     monkeypatch.setattr(reproduce, "figure", lambda found, path: None)
     reproduce.report()
     assert (tmp_path / "docs" / "RESULTS.md").read_text() == RESULTS_MD.read_text()
+
+
+def selection_rows(text: str, recipe: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The step columns and {run: cells} of RESULTS.md's "### Recipe <recipe>: checkpoint selection" table."""
+    lines = text.split(f"### Recipe {recipe}: checkpoint selection", 1)[1].splitlines()[1:]
+    lines = lines[:next(i for i, l in enumerate(lines) if l.startswith(("###", "<!--")))]  # up to the next section
+    header, _, *body = [[c.strip() for c in l.strip().strip("|").split("|")] for l in lines if l.startswith("|")]
+    return header[1:], {r[0]: r[1:] for r in body}
+
+
+def test_checkpoint_selection_recomputed_from_json():
+    """Every paper-recipe result has its selection record; the chosen step is the earliest best
+    validation score (train.py's tie rule), recomputed here; the table shows the record."""
+    results = ROOT / "docs" / "results"
+    paper = {p.stem.split("__")[1] for p in results.glob("*.json") if "-paper-s" in p.stem}
+    records = {p.stem: json.loads(p.read_text()) for p in results.glob("selection/*.json")}
+    assert paper and set(records) == paper, "a paper-recipe result without its selection record, or the reverse"
+    steps, rows = selection_rows(RESULTS_MD.read_text(), "paper")
+    assert set(rows) == paper
+    for name, r in records.items():
+        scores = {int(s): v for s, v in r["val_map_multi"].items()}
+        best = max(scores.values())
+        assert r["chosen_step"] == min(s for s, v in scores.items() if v == best), name
+        assert rows[name][-1] == str(r["chosen_step"])
+        for col, cell in zip(steps[:-1], rows[name][:-1]):
+            step = int(col.removeprefix("step "))
+            if step in scores:
+                assert abs(float(cell) - scores[step]) <= 0.5e-4 + 1e-12, f"{name} step {step}: {cell}"
+            else:
+                assert cell == "", f"{name} step {step}: {cell!r} without a validation score"
+        assert len(scores) == sum(c != "" for c in rows[name][:-1])

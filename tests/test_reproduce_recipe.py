@@ -37,6 +37,8 @@ def test_commands_of_each_recipe_and_direction(recipe, tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
     monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
     monkeypatch.setattr(reproduce, "report", lambda: None)
+    recorded = []  # no run happened, so there is no log to read: record what would be recorded
+    monkeypatch.setattr(reproduce, "record_selection", lambda name, out: recorded.append(out.relative_to(tmp_path)))
     assert reproduce.main(["--swap", "--seeds", "3", "--recipe", recipe, "--max-steps", "7"]) == 0
     trains = [c for c in ran if c[0] == "train.py"]
     evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
@@ -59,6 +61,8 @@ def test_commands_of_each_recipe_and_direction(recipe, tmp_path, monkeypatch):
         if recipe == "paper":
             assert cfg.val_fraction == 0.1
     model = "checkpoint-best" if recipe == "paper" else "checkpoint"  # the paper recipe: selected on validation
+    # what validation chose is recorded for every run of the paper recipe, and only there
+    assert [str(r) for r in recorded] == ([c[c.index("--out") + 1] for c in trains] if recipe == "paper" else [])
     for cmd in evals:
         flags = dict(zip(cmd[1::2], cmd[2::2]))
         assert flags["--model"].endswith(f"-s3/{model}")
