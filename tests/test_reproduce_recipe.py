@@ -145,3 +145,19 @@ def test_samplers_flag_runs_the_hybrid_ablation_alone(tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit):
         run_cli(reproduce.main, ["--samplers", "hybrid,xz"])
     assert capsys.readouterr().err.strip() == "error: --samplers: expected some of xx, xy, hybrid, got hybrid,xz"
+
+
+def test_record_selection_reads_the_log_and_checkpoint_best(tmp_path, monkeypatch):
+    # a hand-built run: validation at steps 2 and 4 (other steps log none), checkpoint-best from step 2
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
+    run = tmp_path / "run"
+    (run / "checkpoint-best").mkdir(parents=True)
+    log = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9, "val_map_multi": 0.5},
+           {"step": 3, "loss": 0.8}, {"step": 4, "loss": 0.7, "val_map_multi": 0.5}]
+    (run / "log.jsonl").write_text("".join(json.dumps(l) + "\n" for l in log))
+    (run / "checkpoint-best" / "minihbt.json").write_text(json.dumps({"provenance": {"step": 2}}))
+    reproduce.record_selection("xquad-r-xy-paper-s0", run)
+    saved = json.loads((tmp_path / "results" / "selection" / "xquad-r-xy-paper-s0.json").read_text())
+    assert saved == {"val_map_multi": {"2": 0.5, "4": 0.5}, "chosen_step": 2}
+    assert "| xquad-r-xy-paper-s0 | 0.5000 | 0.5000 | 2 |" in reproduce.selection("paper")
+    assert reproduce.selection("masked") == ""  # no run of that recipe: no table
