@@ -27,9 +27,10 @@ Training languages: --langs (the paper's nine, ar de en es hi ru th tr zh) inter
 languages the training dataset has: XQuAD-R all nine (el, vi unseen), MLQA-R ar de en es hi zh
 (its vi unseen; evaluated on XQuAD-R, el ru th tr vi are unseen there).
 
-Nothing is done twice: a run whose checkpoint has reached the last step is not retrained (a
-stopped one is resumed with `train.py --resume`), and an evaluation whose JSON exists is not
-redone. Runs go to `runs/reproduce/`, results to `docs/results/*.json`, and what validation chose
+Nothing is done twice: a run whose result JSON (and, for a recipe that selects on validation,
+selection JSON) is committed is skipped, even in a fresh checkout without runs/; a run whose
+checkpoint has reached the last step is not retrained (a stopped one is resumed with
+`train.py --resume`), and an evaluation whose JSON exists is not redone. Runs go to `runs/reproduce/`, results to `docs/results/*.json`, and what validation chose
 (each check's score, the step evaluated) to `docs/results/selection/<run>.json`; the tables between
 the markers in `docs/RESULTS.md` and `docs/results.png` are built from those JSON files alone.
 """
@@ -113,6 +114,10 @@ def selects_on_validation(recipe: str) -> bool:
 
 def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, args) -> None:
     name = run_name(train_data, sampler, seed, args.recipe)
+    res = result_path(eval_data, name)
+    selection = RESULTS / "selection" / f"{name}.json"
+    if res.is_file() and (selection.is_file() or not selects_on_validation(args.recipe)):
+        return  # finished and committed: runs/ is not, so a fresh checkout must not train it again
     out = Path("runs") / "reproduce" / name  # relative to ROOT, the commands' working directory
     ckpt = out / "checkpoint"
     step = trained_step(ROOT / ckpt, args)
@@ -123,7 +128,6 @@ def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, arg
             "--overwrite"])  # no checkpoint: what a run stopped before its first save left is replaced
     elif step < args.max_steps:
         sh([sys.executable, "train.py", "--resume", str(ckpt)])
-    res = result_path(eval_data, name)
     model = out / ("checkpoint-best" if selects_on_validation(args.recipe) else "checkpoint")
     if selects_on_validation(args.recipe):
         record_selection(name, ROOT / out)

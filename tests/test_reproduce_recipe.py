@@ -161,3 +161,46 @@ def test_record_selection_reads_the_log_and_checkpoint_best(tmp_path, monkeypatc
     assert saved == {"val_map_multi": {"2": 0.5, "4": 0.5}, "chosen_step": 2}
     assert "| xquad-r-xy-paper-s0 | 0.5000 | 0.5000 | 2 |" in reproduce.selection("paper")
     assert reproduce.selection("masked") == ""  # no run of that recipe: no table
+
+
+
+def committed(*paths) -> None:
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+
+
+@pytest.mark.parametrize("recipe", ["paper", "old"])
+def test_a_committed_result_is_not_trained_again_in_a_fresh_checkout(recipe, tmp_path, monkeypatch):
+    # runs/ is not committed: a new checkout has only the result JSON (and the selection record)
+    ran, recorded = [], []
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
+    monkeypatch.setattr(reproduce, "record_selection", lambda name, out: recorded.append(name))
+    monkeypatch.setattr(reproduce, "report", lambda: None)
+    done, todo = (reproduce.run_name("xquad-r", s, 0, recipe) for s in ("xx", "xy"))
+    committed(reproduce.result_path("mlqa-r", done), reproduce.result_path("mlqa-r", "zero-shot"),
+              *([reproduce.RESULTS / "selection" / f"{done}.json"] if recipe == "paper" else []))
+    assert reproduce.main(["--samplers", "xx,xy", "--recipe", recipe]) == 0
+    assert [c[c.index("--out") + 1] for c in ran] == [f"runs/reproduce/{todo}", f"docs/results/mlqa-r__{todo}.json"]
+    assert recorded == ([todo] if recipe == "paper" else [])
+
+
+def test_a_paper_result_without_its_selection_record_is_read_from_its_run(tmp_path, monkeypatch):
+    # the result exists but what validation chose does not: the finished run is read, nothing is run
+    ran, recorded = [], []
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
+    monkeypatch.setattr(reproduce, "record_selection", lambda name, out: recorded.append(name))
+    monkeypatch.setattr(reproduce, "report", lambda: None)
+    name = reproduce.run_name("xquad-r", "xx", 0, "paper")
+    committed(reproduce.result_path("mlqa-r", name), reproduce.result_path("mlqa-r", "zero-shot"))
+    ckpt = tmp_path / "runs" / "reproduce" / name / "checkpoint"
+    ckpt.mkdir(parents=True)
+    cfg = train.TrainConfig()  # reproduce.py's budget defaults to train.py's
+    (ckpt / "trainer.json").write_text(json.dumps(
+        {"step": cfg.max_steps, "config": {"max_steps": cfg.max_steps, "batch_size": cfg.batch_size}}))
+    assert reproduce.main(["--samplers", "xx", "--recipe", "paper"]) == 0
+    assert ran == [] and recorded == [name]
