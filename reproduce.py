@@ -195,6 +195,8 @@ def tables(found, recipe: str = "old") -> str:
     out = []
     for eval_data in sorted({k[0] for k in found}, reverse=True):
         rows = [(label, train, runs) for (e, label, train), runs in found.items() if e == eval_data]
+        if all(label == "zero-shot" for label, _, _ in rows):
+            continue  # nothing of this recipe was evaluated there yet: no table of the zero-shot row alone
         rows.sort(key=lambda r: list(LABELS).index(r[0]))
         langs = rows[0][2][0]["langs"]
         n = {len(runs) for label, _, runs in rows if label != "zero-shot"} or {1}
