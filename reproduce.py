@@ -349,8 +349,10 @@ def selection(recipe: str) -> str:
     if not runs:
         return ""
     steps = sorted({int(s) for r in runs.values() for s in r["val_map_multi"]})
+    flags = RECIPES[recipe]
+    held_out = float(flags[flags.index("--val-fraction") + 1])
     out = [f"### Recipe {recipe}: checkpoint selection on the held-out groups\n",
-           "Multilingual mAP on the 10% of the training groups never trained on, at each check; the "
+           f"Multilingual mAP on the {held_out:.0%} of the training groups never trained on, at each check; the "
            "checkpoint evaluated is the best (the earliest of equal scores). No test set is involved.\n",
            "| run | " + " | ".join(f"step {s}" for s in steps) + " | chosen step |", "|---|" + "---|" * (len(steps) + 1)]
     for name, r in runs.items():
