@@ -5,6 +5,7 @@ in-process stop is also checked in test_train.py."""
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -108,31 +109,42 @@ def test_kill_9_at_any_moment_loses_only_unsaved_steps_and_resume_is_exact(data,
     ckpt, log = cut / "checkpoint", cut / "log.jsonl"
     logged = lambda: log.read_text().count("\n") if log.is_file() else 0  # noqa: E731
     rng = random.Random(0)
-    # When each leg is killed: while its process writes a checkpoint (its temporary exists), or
-    # a random 0-300 ms after it logs its next step; the last leg runs to the end.
-    plan = ["save", "random", "save", "random"]
-    killed_in_save = 0
-    for when in plan + [None]:
-        fresh = newest_step(ckpt) == 0
-        argv = cmd + (args(data, cut, *flags, "--overwrite") if fresh else ["--resume", str(ckpt), *flags[2:]])
-        p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if when is not None:
-            before = logged()
-            if when == "save":
-                saving = lambda: cut.is_dir() and any(  # noqa: E731
-                    q.name.startswith(f".checkpoint.{p.pid}-") for q in cut.iterdir())
-                hit = until(saving, p)
+
+    def kill_and_resume() -> int:
+        """One sequence of legs from a fresh run; returns how many kills fell inside a save."""
+        shutil.rmtree(cut, ignore_errors=True)
+        # When each leg is killed: while its process writes a checkpoint (its temporary exists), or
+        # a random 0-300 ms after it logs its next step; the last leg runs to the end.
+        plan = ["save", "random", "save", "random"]
+        killed_in_save = 0
+        for when in plan + [None]:
+            fresh = newest_step(ckpt) == 0
+            argv = cmd + (args(data, cut, *flags, "--overwrite") if fresh else ["--resume", str(ckpt), *flags[2:]])
+            p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if when is not None:
+                before = logged()
+                if when == "save":
+                    saving = lambda: cut.is_dir() and any(  # noqa: E731
+                        q.name.startswith(f".checkpoint.{p.pid}-") for q in cut.iterdir())
+                    hit = until(saving, p)
+                else:
+                    hit = until(lambda: logged() > before, p)
+                    time.sleep(rng.uniform(0, 0.3))
+                p.kill()  # SIGKILL
+                p.wait()
+                killed_in_save += when == "save" and hit
+                lines = log.read_text().splitlines() if log.is_file() else []
+                done = sum(1 for l in lines if l.endswith("}"))  # complete log lines (a kill can cut the last)
+                assert done - 1 <= newest_step(ckpt) <= done, (when, done, newest_step(ckpt))  # lost: unsaved steps
             else:
-                hit = until(lambda: logged() > before, p)
-                time.sleep(rng.uniform(0, 0.3))
-            p.kill()  # SIGKILL
-            p.wait()
-            killed_in_save += when == "save" and hit
-            lines = log.read_text().splitlines() if log.is_file() else []
-            done = sum(1 for l in lines if l.endswith("}"))  # complete log lines (a kill can cut the last)
-            assert done - 1 <= newest_step(ckpt) <= done, (when, done, newest_step(ckpt))  # lost: unsaved steps
-        else:
-            assert p.wait(timeout=120) == 0, p.stderr.read()
+                assert p.wait(timeout=120) == 0, p.stderr.read()
+        return killed_in_save
+
+    # A save takes milliseconds: on fast quiet cores the poll can miss one and the run ends first.
+    # Such a sequence says nothing about saves, so it is run again from scratch (at most 3 times).
+    for _ in range(3):
+        if (killed_in_save := kill_and_resume()) >= 2:
+            break
     assert killed_in_save >= 2  # the kills really fell inside saves
     losses = [json.loads(l)["loss"] for l in log.read_text().splitlines()]
     assert [json.loads(l)["step"] for l in log.read_text().splitlines()] == list(range(1, steps + 1))
