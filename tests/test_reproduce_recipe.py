@@ -170,15 +170,21 @@ def committed(*paths) -> None:
         path.write_text("{}")
 
 
-@pytest.mark.parametrize("recipe", ["paper", "old"])
-def test_a_committed_result_is_not_trained_again_in_a_fresh_checkout(recipe, tmp_path, monkeypatch):
-    # runs/ is not committed: a new checkout has only the result JSON (and the selection record)
+def offline(tmp_path, monkeypatch) -> tuple[list, list]:
+    """reproduce.py rooted in tmp_path, its commands and selection records collected, not run."""
     ran, recorded = [], []
     monkeypatch.setattr(reproduce, "ROOT", tmp_path)
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
     monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
     monkeypatch.setattr(reproduce, "record_selection", lambda name, out: recorded.append(name))
     monkeypatch.setattr(reproduce, "report", lambda: None)
+    return ran, recorded
+
+
+@pytest.mark.parametrize("recipe", ["paper", "old"])
+def test_a_committed_result_is_not_trained_again_in_a_fresh_checkout(recipe, tmp_path, monkeypatch):
+    # runs/ is not committed: a new checkout has only the result JSON (and the selection record)
+    ran, recorded = offline(tmp_path, monkeypatch)
     done, todo = (reproduce.run_name("xquad-r", s, 0, recipe) for s in ("xx", "xy"))
     committed(reproduce.result_path("mlqa-r", done), reproduce.result_path("mlqa-r", "zero-shot"),
               *([reproduce.RESULTS / "selection" / f"{done}.json"] if recipe == "paper" else []))
@@ -189,12 +195,7 @@ def test_a_committed_result_is_not_trained_again_in_a_fresh_checkout(recipe, tmp
 
 def test_a_paper_result_without_its_selection_record_is_read_from_its_run(tmp_path, monkeypatch):
     # the result exists but what validation chose does not: the finished run is read, nothing is run
-    ran, recorded = [], []
-    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
-    monkeypatch.setattr(reproduce, "record_selection", lambda name, out: recorded.append(name))
-    monkeypatch.setattr(reproduce, "report", lambda: None)
+    ran, recorded = offline(tmp_path, monkeypatch)
     name = reproduce.run_name("xquad-r", "xx", 0, "paper")
     committed(reproduce.result_path("mlqa-r", name), reproduce.result_path("mlqa-r", "zero-shot"))
     ckpt = tmp_path / "runs" / "reproduce" / name / "checkpoint"
