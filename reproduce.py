@@ -62,6 +62,8 @@ RECIPES = {
     "masked": ["--hard-negatives", "1", "--false-negatives", "mask", "--val-every", "0"],
     "paper": ["--hard-negatives", "1", "--false-negatives", "mask", "--val-every", "50", "--val-fraction", "0.1"],
 }
+# The ablation's batch-size step: the paper recipe at twice the batch, the same 300 steps.
+RECIPES["batch32"] = RECIPES["paper"] + ["--batch-size", "32"]
 # A run's (and its result's) name, as run_name builds it; the old recipe's names carry no tag.
 TAGS = "|".join(r for r in RECIPES if r != "old")
 RUN = re.compile(rf"(?P<train>.+?)-(?P<sampler>{'|'.join(SAMPLERS)})(?:-(?P<recipe>{TAGS}))?-s(?P<seed>\d+)")
@@ -104,6 +106,12 @@ def train_langs(train_data: str, langs: list[str]) -> list[str]:
         raise UserError(f"--langs {','.join(langs)}: none of them is in {train_data} "
                         f"(it has {', '.join(LANGS[train_data])})")
     return have
+
+
+def recipe_batch_size(recipe: str) -> int | None:
+    """The batch size a recipe pins (batch32), else None: --batch-size or train.py's default."""
+    flags = RECIPES[recipe]
+    return int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else None
 
 
 def selects_on_validation(recipe: str) -> bool:
@@ -398,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="batch size per run (train.py's default)")
     p.add_argument("--recipe", choices=list(RECIPES), default="paper",
                    help="paper (hard negatives, masking, validation selection), old (the first reproduction's), "
-                        "or the steps between: hardneg (+ hard negatives), masked (+ masking)")
+                        "or the steps between: hardneg (+ hard negatives), masked (+ masking); "
+                        "batch32: paper at batch 32")
     p.add_argument("--langs", default=",".join(TRAIN_LANGS),
                    help="training languages, intersected with each training dataset's (the paper's nine)")
     p.add_argument("--report", action="store_true", help="only rebuild the tables and the figure")
@@ -415,8 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         from train import TrainConfig  # the budget is train.py's default unless given
 
         d = TrainConfig()
+        pinned = recipe_batch_size(args.recipe)
+        if pinned and args.batch_size not in (None, pinned):
+            raise UserError(f"--batch-size {args.batch_size}: --recipe {args.recipe} trains at batch {pinned}")
         args.max_steps = args.max_steps or d.max_steps
-        args.batch_size = args.batch_size or d.batch_size
+        args.batch_size = args.batch_size or pinned or d.batch_size
         reproduce(args)
     report()
     return 0

@@ -149,6 +149,25 @@ def test_samplers_flag_runs_the_hybrid_ablation_alone(tmp_path, monkeypatch, cap
     assert capsys.readouterr().err.strip() == "error: --samplers: expected some of xx, xy, hybrid, got hybrid,xz"
 
 
+def test_batch32_recipe_trains_at_batch_32_under_its_own_name(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
+    monkeypatch.setattr(reproduce, "report", lambda: None)
+    monkeypatch.setattr(reproduce, "record_selection", lambda name, out: None)
+    assert reproduce.main(["--samplers", "hybrid", "--recipe", "batch32"]) == 0
+    train = [c for c in ran if c[0] == "train.py"]
+    assert len(train) == 1 and train[0][train[0].index("--out") + 1] == "runs/reproduce/xquad-r-hybrid-batch32-s0"
+    sizes = [train[0][i + 1] for i, f in enumerate(train[0]) if f == "--batch-size"]
+    assert sizes and set(sizes) == {"32"}  # argparse keeps the last; every one says 32
+    assert "--hard-negatives" in train[0] and train[0][train[0].index("--val-every") + 1] == "50"  # the paper's
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_cli(reproduce.main, ["--recipe", "batch32", "--batch-size", "16"])
+    assert capsys.readouterr().err.strip() == "error: --batch-size 16: --recipe batch32 trains at batch 32"
+
+
 def test_record_selection_reads_the_log_and_checkpoint_best(tmp_path, monkeypatch):
     # a hand-built run: validation at steps 2 and 4 (other steps log none), checkpoint-best from step 2
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
