@@ -25,7 +25,7 @@ def committed_runs() -> dict[tuple[str | None, str, str], list[dict]]:
     -s<seed>.json, no recipe tag: the first reproduction's, "old")."""
     runs: dict[tuple[str | None, str, str], list[tuple[int, dict]]] = {}
     for path in sorted((ROOT / "docs" / "results").glob("*.json")):
-        m = re.fullmatch(r"(?P<eval>[a-z-]+)__(?:zero-shot|.+?-(?P<sampler>xx|xy|hybrid)(?:-(?P<recipe>[a-z]+))?"
+        m = re.fullmatch(r"(?P<eval>[a-z-]+)__(?:zero-shot|.+?-(?P<sampler>xx|xy|hybrid)(?:-(?P<recipe>[a-z]+\d*))?"
                          r"-s(?P<seed>\d+))", path.stem)
         assert m, f"{path.name}: unexpected result file name"
         recipe = None if m["sampler"] is None else m["recipe"] or "old"
@@ -195,7 +195,7 @@ def test_ablation_rows_recomputed_from_json():
     """Hybrid under each recipe that has results, one row per recipe in the recipes' order, where an
     evaluation dataset has hybrid results of two recipes or more."""
     runs, sections = committed_runs(), parse_sections(RESULTS_MD.read_text())
-    order = ["old", "hardneg", "masked", "paper"]
+    order = ["old", "hardneg", "masked", "paper", "batch32"]
     checked = expected = 0
     for eval_data in sorted({e for _, e, _ in runs}):
         recipes = [r for r in order if (r, eval_data, "hybrid") in runs]
@@ -266,14 +266,21 @@ def selection_rows(text: str, recipe: str) -> tuple[list[str], dict[str, list[st
 
 
 def test_checkpoint_selection_recomputed_from_json():
-    """Every paper-recipe result has its selection record; the chosen step is the earliest best
-    validation score (train.py's tie rule), recomputed here; the table shows the record."""
+    """Every result of a recipe that selects on held-out groups (paper, batch32) has its selection
+    record; the chosen step is the earliest best validation score (train.py's tie rule), recomputed
+    here; each recipe's table shows its records."""
     results = ROOT / "docs" / "results"
-    paper = {p.stem.split("__")[1] for p in results.glob("*.json") if "-paper-s" in p.stem}
+    runs = {recipe: {p.stem.split("__")[1] for p in results.glob("*.json") if f"-{recipe}-s" in p.stem}
+            for recipe in ("paper", "batch32")}
     records = {p.stem: json.loads(p.read_text()) for p in results.glob("selection/*.json")}
-    assert paper and set(records) == paper, "a paper-recipe result without its selection record, or the reverse"
-    steps, rows = selection_rows(RESULTS_MD.read_text(), "paper")
-    assert set(rows) == paper
+    assert runs["paper"] and set(records) == set().union(*runs.values()), \
+        "a selecting recipe's result without its selection record, or the reverse"
+    rows = {}
+    for recipe, names in runs.items():
+        if names:
+            steps, rows_of = selection_rows(RESULTS_MD.read_text(), recipe)
+            assert set(rows_of) == names, recipe
+            rows |= rows_of
     for name, r in records.items():
         scores = {int(s): v for s, v in r["val_map_multi"].items()}
         best = max(scores.values())
