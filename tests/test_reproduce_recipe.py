@@ -135,11 +135,7 @@ def test_ablation_and_recipe_sections_fill_their_markers(tmp_path, monkeypatch):
 
 
 def test_samplers_flag_runs_the_hybrid_ablation_alone(tmp_path, monkeypatch, capsys):
-    ran = []
-    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
-    monkeypatch.setattr(reproduce, "report", lambda: None)
+    ran, _ = offline(tmp_path, monkeypatch)
     assert reproduce.main(["--samplers", "hybrid", "--recipe", "hardneg", "--seeds", "0,1"]) == 0
     assert [c[c.index("--out") + 1] for c in ran if c[0] == "train.py"] == [
         "runs/reproduce/xquad-r-hybrid-hardneg-s0", "runs/reproduce/xquad-r-hybrid-hardneg-s1"]
@@ -150,12 +146,7 @@ def test_samplers_flag_runs_the_hybrid_ablation_alone(tmp_path, monkeypatch, cap
 
 
 def test_batch32_recipe_trains_at_batch_32_under_its_own_name(tmp_path, monkeypatch, capsys):
-    ran = []
-    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
-    monkeypatch.setattr(reproduce, "report", lambda: None)
-    monkeypatch.setattr(reproduce, "record_selection", lambda name, out: None)
+    ran, _ = offline(tmp_path, monkeypatch)
     assert reproduce.main(["--samplers", "hybrid", "--recipe", "batch32"]) == 0
     train = [c for c in ran if c[0] == "train.py"]
     assert len(train) == 1 and train[0][train[0].index("--out") + 1] == "runs/reproduce/xquad-r-hybrid-batch32-s0"
