@@ -62,8 +62,10 @@ RECIPES = {
     "masked": ["--hard-negatives", "1", "--false-negatives", "mask", "--val-every", "0"],
     "paper": ["--hard-negatives", "1", "--false-negatives", "mask", "--val-every", "50", "--val-fraction", "0.1"],
 }
-# The ablation's batch-size step: the paper recipe at twice the batch, the same 300 steps.
-RECIPES["batch32"] = RECIPES["paper"] + ["--batch-size", "32"]
+# The ablation's batch-size step: the paper recipe at twice the batch, the same 300 steps. A pinned
+# batch size is the run's budget (args.batch_size), passed once and checked on resume like any other.
+RECIPES["batch32"] = RECIPES["paper"]
+BATCH_SIZE = {"batch32": 32}
 # A run's (and its result's) name, as run_name builds it; the old recipe's names carry no tag.
 TAGS = "|".join(r for r in RECIPES if r != "old")
 RUN = re.compile(rf"(?P<train>.+?)-(?P<sampler>{'|'.join(SAMPLERS)})(?:-(?P<recipe>{TAGS}))?-s(?P<seed>\d+)")
@@ -106,12 +108,6 @@ def train_langs(train_data: str, langs: list[str]) -> list[str]:
         raise UserError(f"--langs {','.join(langs)}: none of them is in {train_data} "
                         f"(it has {', '.join(LANGS[train_data])})")
     return have
-
-
-def recipe_batch_size(recipe: str) -> int | None:
-    """The batch size a recipe pins (batch32), else None: --batch-size or train.py's default."""
-    flags = RECIPES[recipe]
-    return int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else None
 
 
 def selects_on_validation(recipe: str) -> bool:
@@ -424,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         from train import TrainConfig  # the budget is train.py's default unless given
 
         d = TrainConfig()
-        pinned = recipe_batch_size(args.recipe)
+        pinned = BATCH_SIZE.get(args.recipe)
         if pinned and args.batch_size not in (None, pinned):
             raise UserError(f"--batch-size {args.batch_size}: --recipe {args.recipe} trains at batch {pinned}")
         args.max_steps = args.max_steps or d.max_steps
