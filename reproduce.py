@@ -44,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, recover_dir, run_cli
+from minihbt.io.files import ArgumentParser, UserError, atomic_write_bytes, recover_dir, run_cli
 from minihbt.lareqa import LANGS, TRAIN_LANGS
 
 ROOT = Path(__file__).resolve().parent

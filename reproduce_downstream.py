@@ -25,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from minihbt import paired
-from minihbt.downstream import row_values
-from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
+from minihbt.downstream import paired
+from minihbt.downstream.tasks import row_values
+from minihbt.io.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
 from reproduce import RUN, TAGS, mean_sd, run_name, selects_on_validation
 
 ROOT = Path(__file__).resolve().parent

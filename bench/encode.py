@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minihbt.convert import model_dir  # noqa: E402
+from minihbt.io.convert import model_dir  # noqa: E402
 from minihbt.lareqa import load_lareqa  # noqa: E402
 from minihbt.text_encoder import TextEncoder, cpu_has_bf16, load_encoder  # noqa: E402
 

@@ -33,7 +33,8 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from timing import best_of  # noqa: E402  (bench/ is on sys.path when run as a script)
-from minihbt import downstream, probe  # noqa: E402
+from minihbt import probe  # noqa: E402
+from minihbt.downstream import tasks as downstream
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -49,8 +50,9 @@ def synthetic_pairs(rng, n: int, d: int = 384):
 
 
 def real_pairs():
-    from minihbt import downstream_data, load_encoder
-    from minihbt.downstream_eval import Embedder, TaskConfig
+    from minihbt import load_encoder
+    from minihbt.downstream import datasets as downstream_data
+    from minihbt.downstream.suite import Embedder, TaskConfig
 
     enc = load_encoder("e5-small")
     embed = Embedder(enc, TaskConfig(task="xnli"))

@@ -5,9 +5,9 @@ Every variant starts from the same converted e5-small directory and sees the sam
 (hybrid sampler on XQuAD-R, seed 0, the model's "query: " / "passage: " prefixes, at most 128
 tokens). A step is: tokenise, embed queries and passages, InfoNCE at scale 20 (= temperature
 0.05), backward, AdamW update, zero_grad(set_to_none=True). Dropout is on. Variants:
-  minihbt_fp32             train_step.make_embed / make_optimizer with the for-loop AdamW (torch's
+  minihbt_fp32             step.make_embed / make_optimizer with the for-loop AdamW (torch's
                            reference and CPU default; what the runs in docs/results used);
-  minihbt_fp32_fused       + the fused AdamW (train_step.make_optimizer(adamw="fused"));
+  minihbt_fp32_fused       + the fused AdamW (step.make_optimizer(adamw="fused"));
   minihbt_fp32_fast        + keep_freed_memory(): train.py's default step on CPU;
   minihbt_bf16             bf16 autocast (TextEncoder dtype "bf16"), for-loop AdamW;
   minihbt_bf16_fast        bf16 + fused AdamW + keep_freed_memory (train.py on CUDA);
@@ -70,13 +70,14 @@ VARIANTS = {
 def batches(n: int, batch_size: int, prefixes: dict[str, str]) -> list[tuple[list[str], list[str]]]:
     from minihbt.lareqa import TRAIN_LANGS, load_groups
     from minihbt.sampler import HybridSampler
-    from minihbt.train_step import batch_texts
+    from minihbt.step import inputs
 
     groups = {"xquad-r": load_groups("xquad-r", TRAIN_LANGS)}
     sampler = HybridSampler(groups, TRAIN_LANGS, batch_size, "hybrid", 0.5, seed=0)
     out = []
     for _ in range(n):
-        q, p = batch_texts(next(sampler), groups)
+        x = inputs(next(sampler), groups["xquad-r"])
+        q, p = x.queries, x.passages
         out.append(([prefixes["query"] + t for t in q], [prefixes["passage"] + t for t in p]))
     return out
 
@@ -111,7 +112,7 @@ def run_variant(variant: str, args) -> dict:
     """Time `args.steps` training steps after `args.warmup` untimed ones; returns figures as a dict."""
     import torch
 
-    from minihbt.convert import model_dir
+    from minihbt.io.convert import model_dir
 
     lib, dtype, adamw, keep = VARIANTS[variant]
     torch.manual_seed(0)
@@ -124,7 +125,8 @@ def run_variant(variant: str, args) -> dict:
 
     step_of = None  # a GradCache step, which runs its own backward
     if lib == "minihbt":
-        from minihbt import parallel, train_step
+        from minihbt import parallel
+        from minihbt import step as train_step
         from minihbt.loss import info_nce
         from minihbt.text_encoder import load_encoder
 

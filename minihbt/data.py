@@ -17,8 +17,11 @@ import os
 import sys
 import warnings
 
-from minihbt import artifacts, beir, convert, jsonl_groups, lareqa
-from minihbt.files import ArgumentParser, run_cli
+from minihbt import jsonl_groups, lareqa
+from minihbt.io import artifacts
+from minihbt.beir import collection as beir
+from minihbt.io import convert
+from minihbt.io.files import ArgumentParser, run_cli
 
 
 def fetch(name: str) -> dict:

@@ -52,8 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from minihbt.files import UserError, nonblank_text as _text
-from minihbt.lareqa import Example
+from minihbt.io.files import UserError, nonblank_text as _text
+from minihbt import lareqa
+from minihbt.lareqa import LANGS, Example
 
 LANG_CODE = re.compile(r"[a-z]{2,3}(-[A-Z][a-z]{3})?(-(?:[A-Z]{2}|[0-9]{3}))?")
 GROUP_FIELDS = ("id", "examples")
@@ -204,3 +205,30 @@ def stats(path: str | os.PathLike) -> dict:
     return {"groups": len(parsed.groups), "lines": parsed.lines,
             "languages": dict(sorted(per_lang.items())),
             "cross_groups": sum(len(g) >= 2 for g in parsed.groups.values())}
+
+
+# ----------------------------------------------------------------------------- training data
+
+def dataset_langs(name: str) -> list[str]:
+    """The languages a dataset name, LAReQA directory or JSONL groups file offers."""
+    if name in LANGS:
+        return LANGS[name]
+    if is_jsonl(name):
+        return languages(name)
+    if not Path(name).is_dir():
+        raise UserError(f"--train-data: unknown dataset '{name}': expected one of {', '.join(LANGS)} "
+                        "a directory of <lang>.json files in LAReQA format, or a .jsonl groups file")
+    return sorted(p.stem for p in Path(name).glob("*.json"))
+
+
+def training_groups(names: list[str], langs: list[str]) -> tuple[dict, dict, dict]:
+    """--train-data and --langs -> ({dataset: {group id: {lang: Example}}}, {dataset: its training
+    languages}, {dataset: data fingerprint}). Each dataset trains on its share of the languages
+    (MLQA-R lacks ru, th, tr: fine, if another dataset has them); a language none has is an error."""
+    missing = [l for l in langs if not any(l in dataset_langs(n) for n in names)]
+    if missing:
+        raise UserError(f"--langs: {', '.join(missing)} not in --train-data {','.join(names)}")
+    share = {n: [l for l in langs if l in dataset_langs(n)] for n in names}
+    groups = {n: load_groups(n, share[n]) if is_jsonl(n) else lareqa.load_groups(n, share[n]) for n in names}
+    prints = {n: fingerprint(n) if is_jsonl(n) else lareqa.dataset_fingerprint(n, share[n]) for n in names}
+    return groups, share, prints

@@ -30,14 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Hashable, Sequence
 
-from minihbt.artifacts import DataWarning, fetch  # one warning class for all data problems
-from minihbt.files import UserError, sha256_file
+from minihbt.config import TRAIN_LANGS  # noqa: F401  (the paper's training languages, re-exported)
+from minihbt.io.artifacts import DataWarning, fetch  # one warning class for all data problems
+from minihbt.io.files import UserError, sha256_file
 
 LANGS = {
     "xquad-r": ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"],
     "mlqa-r": ["ar", "de", "en", "es", "hi", "vi", "zh"],
 }
-TRAIN_LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]  # the paper's; el, vi unseen
 
 
 @dataclass(frozen=True)

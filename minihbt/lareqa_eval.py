@@ -39,15 +39,18 @@ Contract (cfg: eval.py's EvalConfig; reads dataset, batch_size, max_len, context
 from __future__ import annotations
 
 import math
+import sys
+import time
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from minihbt import metrics, search
-from minihbt.embed_cache import encode_cached
-from minihbt.files import UserError
-from minihbt.lareqa import LANGS, Candidate, LAReQA, dataset_fingerprint
+from minihbt.io.embed_cache import encode_cached
+from minihbt.io.files import UserError
+from minihbt.lareqa import LANGS, Candidate, DataWarning, LAReQA, dataset_fingerprint, load_lareqa
 
 
 def candidate_text(c: Candidate, context: bool) -> str:
@@ -230,3 +233,48 @@ def _fingerprint_in(dataset: str, langs: list[str]) -> str | None:
         available = set(LANGS.get(dataset, ()))
     share = [l for l in langs if l in available]
     return dataset_fingerprint(dataset, share) if share else None
+
+
+# ----------------------------------------------------------------------------- eval.py's LAReQA run
+
+def load_model(name: str, dtype: str = "fp32", device: str = "cpu"):
+    """load_encoder for a command line: every failure is one line naming --model."""
+    import torch
+
+    from minihbt import load_encoder
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch")
+    try:
+        return load_encoder(name, device=device, dtype=dtype)
+    except UserError as e:
+        raise UserError(f"--model {name}: {e}") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise UserError(f"--model {name}: cannot load a model from it ({type(e).__name__}: {e})") from None
+
+
+def model_for(cfg, encoder=None):
+    """(the model to evaluate, whether it was trained on cfg.dataset); refuses a seen dataset unless --allow-seen."""
+    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device)
+    seen = seen_in_training(enc.meta.get("provenance"), cfg.dataset)
+    if seen and not cfg.allow_seen:
+        raise UserError(f"--model {cfg.model}: its provenance lists {cfg.dataset} as training data, so this "
+                        "would not be zero-shot; pass --allow-seen to evaluate anyway")
+    return enc, seen
+
+
+def run(cfg, encoder=None) -> dict:
+    """A LAReQA dataset: load and check it, then the model; encode (cached), score, print the table."""
+    t0 = time.perf_counter()
+    if cfg.limit is not None:
+        raise UserError("--limit applies to the downstream tasks (xnli, tydiqa, sib-200, tatoeba) only")
+    if cfg.split is not None or cfg.run_out:
+        raise UserError("--split and --run-out apply to BEIR / MIRACL directories (corpus.jsonl + queries.jsonl "
+                        "or topics/) only")
+    with warnings.catch_warnings(record=True) as caught:  # data warnings as one line each
+        warnings.simplefilter("always", DataWarning)
+        ds = load_lareqa(cfg.dataset, cfg.langs)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    enc, seen = model_for(cfg, encoder)
+    Q, C = encode_dataset(enc, ds, cfg)
+    return report(ds, evaluate(ds, Q, C), cfg, zero_shot=not seen, seconds=time.perf_counter() - t0)

@@ -39,6 +39,7 @@ would give each micro-batch only its own passages as negatives.)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -46,6 +47,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
+
+from minihbt.io.files import UserError
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,25 @@ SINGLE = World()
 def env_world_size() -> int:
     """The number of processes torchrun started (its WORLD_SIZE variable), 1 without torchrun."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def env_rank() -> int:
+    """This process's rank under torchrun (its RANK variable), 0 without torchrun."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def check_world(cfg, state: dict | None) -> None:
+    """Refuse what cannot run here: a global batch that does not split evenly over the processes,
+    a resumed run with another process count than wrote its checkpoint, cuda without a GPU."""
+    n = env_world_size()
+    if cfg.batch_size % n:
+        raise UserError(f"--batch-size {cfg.batch_size}: the global batch must split evenly over the "
+                        f"{n} processes (a multiple of {n})")
+    if state is not None and state["world_size"] != n:
+        raise UserError(f"--resume: the checkpoint was written by {state['world_size']} processes, this run has "
+                        f"{n}; resume with as many (each one's dropout RNG state is stored)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch")
 
 
 def init(device: str) -> World:
@@ -84,6 +106,16 @@ def shard(items: list, world: World) -> list:
     """Rank r's contiguous slice of a global batch (len(items) is a multiple of world.size)."""
     b = len(items) // world.size
     return items[world.rank * b:(world.rank + 1) * b]
+
+
+def shard_inputs(x, world: World):
+    """Rank r's part of a global batch's step.Inputs: its queries, passages and hard-negative slots,
+    and its rows of the mask (whose columns stay those of the gathered global batch)."""
+    if world.size == 1:
+        return x
+    mask = None if x.mask is None else shard(x.mask, world)  # (B, C) -> (b, C)
+    return dataclasses.replace(x, queries=shard(x.queries, world), passages=shard(x.passages, world),
+                               hard=shard(x.hard, world), mask=mask)
 
 
 def gather(x: torch.Tensor, world: World) -> torch.Tensor:

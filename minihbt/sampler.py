@@ -19,15 +19,8 @@ batch: no hard negative repeats a positive or another hard negative. An example 
 has fewer than N eligible sentences leaves the rest of its N slots empty (None); the loss masks
 them (XQuAD-R: 2-7% of examples have no other sentence in their paragraph, th the most).
 
-False negatives. A batch never holds two examples of one group. Different groups can still share
-an answer sentence (questions about one sentence: XQuAD-R en has 1,190 questions but 787
-distinct answer sentences; th, whose sentences are longer, 603), about 0.1 pairs per X-X batch
-of 16. `false_negatives(batch, examples)` marks every (query i, column j) where column j's
-sentence is query i's answer sentence in the column's language: its own answer, or a translation
-of it, exactly the sentences LAReQA's evaluation counts as relevant to i. Sentences are
-identified by `Example.sid` within a dataset and language, as LAReQA identifies candidates
-(XQuAD-R: (paragraph, sentence); a paragraph split differently in another language makes
-different relevant sets there, and the mask follows each language's own).
+False negatives. A batch never holds two examples of one group, but two groups can share an
+answer sentence; `columns` names each column's sentence so that minihbt/step.py can mask them.
 
 Columns of a batch, the layout of the loss (`columns`): the B positives in example order, then the
 B * N hard-negative slots, example-major (example e's at B + e*N .. B + e*N + N - 1). Under
@@ -66,9 +59,9 @@ from typing import Hashable, Iterable, Mapping
 
 import numpy as np
 
-from .files import UserError
+from minihbt.config import SAMPLERS
+from minihbt.io.files import UserError
 
-SAMPLERS = ("xx", "xy", "hybrid")
 Slot = tuple[Hashable, str] | None  # a hard negative (sentence id, text), or an empty slot
 
 
@@ -164,18 +157,20 @@ class HybridSampler:
 
     def __next__(self) -> Batch:
         rng, b = self.rng, self.batch_size
+        # 1. the dataset, in proportion to its groups (drawn even for one dataset)
         name = self.names[rng.choice(len(self.names), p=self.p_dataset)]
-        if self.sampler == "hybrid":
-            mono = rng.random() < self.alpha
-        else:
-            mono = self.sampler == "xx"
+        # 2. the batch kind: X-X with probability alpha (hybrid), always (xx) or never (xy)
+        mono = rng.random() < self.alpha if self.sampler == "hybrid" else self.sampler == "xx"
+        # 3. the pool: X-X, the groups that have one uniformly drawn language; X-Y, those with two or more
         if mono:
             langs = self.langs[name]
             lang = langs[rng.integers(len(langs))]
             pool = self.mono_pool[name][lang]
         else:
             pool = self.cross_pool[name]
+        # 4. B distinct groups of the pool
         groups = [pool[i] for i in rng.choice(len(pool), size=b, replace=False)]
+        # 5. X-Y: each example's ordered (query, passage) pair of two of its group's languages
         if mono:
             pairs = [(lang, lang)] * b
         else:
@@ -184,6 +179,7 @@ class HybridSampler:
                 ls = self.group_langs[name][gid]
                 options = [(q, p) for q in ls for p in ls if q != p]
                 pairs.append(options[rng.integers(len(options))])
+        # 6. N hard negatives per example, from its second generator
         hard = draw_hard_negatives(self.hard_rng, self.examples[name], groups, pairs, self.hard_negatives) \
             if self.hard_negatives else []
         self.batches_drawn += 1
@@ -196,8 +192,7 @@ class HybridSampler:
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["bit_generator"]
         self.batches_drawn = state["batches_drawn"]
-        if "hard_bit_generator" in state:  # absent in checkpoints from before hard negatives (N = 0)
-            self.hard_rng.bit_generator.state = state["hard_bit_generator"]
+        self.hard_rng.bit_generator.state = state["hard_bit_generator"]
 
 
 def draw_hard_negatives(rng: np.random.Generator, examples: Mapping[str, Mapping], groups: list[str],
@@ -219,26 +214,3 @@ def columns(batch: Batch, examples: Mapping[str, Mapping]) -> list[tuple[str, Ha
     for (_, p), slots in zip(batch.pairs, batch.hard):
         cols += [None if s is None else (p, s[0]) for s in slots]
     return cols
-
-
-def false_negatives(batch: Batch, examples: Mapping[str, Mapping]) -> np.ndarray:
-    """bool (B, B + B*N): True where column j is query i's answer sentence in j's language and j != i.
-
-    examples: the batch's dataset, {group id: {language: Example}}.
-    """
-    cols = columns(batch, examples)
-    where: dict[tuple[str, Hashable], list[int]] = {}
-    for j, c in enumerate(cols):
-        if c is not None:
-            where.setdefault(c, []).append(j)
-    mask = np.zeros((len(batch.groups), len(cols)), dtype=bool)
-    for i, gid in enumerate(batch.groups):
-        for lang, ex in examples[gid].items():  # its answer in each of its languages
-            for j in where.get((lang, ex.sid), ()):
-                mask[i, j] = j != i
-    return mask
-
-
-def empty_slots(batch: Batch) -> np.ndarray:
-    """bool (B + B*N,): True for the columns of empty hard-negative slots."""
-    return np.array([False] * len(batch.groups) + [s is None for slots in batch.hard for s in slots])

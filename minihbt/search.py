@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from minihbt.files import UserError
+from minihbt.io.files import UserError
 
 MAX_BYTES = 256 * 2**20  # scores held at once per chunk of queries
 

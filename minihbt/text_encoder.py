@@ -58,12 +58,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minihbt import convert, hf_format
-from minihbt.files import UserError, old_copy
+from minihbt.config import DTYPES
+from minihbt.io import convert, hf_format
+from minihbt.io.files import UserError, old_copy
 from minihbt.tokenizer import Tokenizer
 from minihbt.transformer import Encoder
 
-DTYPES = ("fp32", "bf16")
 
 
 def autocast(device: torch.device, dtype: str):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 
-from minihbt.files import UserError, atomic_write_bytes, atomic_write_json
+from minihbt.io.files import UserError, atomic_write_bytes, atomic_write_json
 
 PAD_TOKENS = ("<pad>", "[PAD]")  # SentencePiece (XLM-R, e5), WordPiece (BERT, LaBSE)
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minihbt.files import UserError
+from minihbt.io.files import UserError
 
 POOLINGS = ("mean", "cls", "pooler")
 MODEL_TYPES = {"bert": "BertModel", "xlm-roberta": "XLMRobertaModel", "roberta": "RobertaModel"}

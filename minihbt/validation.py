@@ -40,7 +40,7 @@ from typing import Hashable, Mapping
 import numpy as np
 
 from minihbt import metrics, search
-from minihbt.files import UserError
+from minihbt.io.files import UserError
 
 SPLIT_SEED = 0
 

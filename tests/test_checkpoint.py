@@ -1,10 +1,11 @@
-"""minihbt.checkpoint: RNG states through JSON, the one-line errors of a bad checkpoint, runs that
+"""minihbt.io.checkpoint: RNG states through JSON, the one-line errors of a bad checkpoint, runs that
 never mix, and crashes: a real training process killed (-9) during its saves resumes exactly.
 Exact resumption of a whole run (weights, AdamW moments, sampler, dropout masks) after an
 in-process stop is also checked in test_train.py."""
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -15,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-import train
-from minihbt import files, load_encoder
-from minihbt.checkpoint import TRAINER_JSON, TRAINER_PT, load_trainer_state, rng_states, set_rng_states
-from minihbt.files import UserError
+from conftest import cli, user_error
+from minihbt import load_encoder
+from minihbt.io import files
+from minihbt.io.checkpoint import TRAINER_JSON, TRAINER_PT, load_trainer_state, rng_states, set_rng_states
+from minihbt.io.files import UserError
 from test_train import args
 from test_train import data, one_thread  # noqa: F401  pytest fixtures shared with test_train
 
@@ -53,7 +55,7 @@ def test_point08_resume_with_the_checkpoint_left_aside_restores_it(data, tmp_pat
     # What a kill between atomic_dir's two renames leaves: no checkpoint/, the previous one as
     # .checkpoint.old.<pid>. --resume used to say "not a training checkpoint" without naming it.
     out = tmp_path / "run"
-    assert train.main(args(data, out, "--max-steps", "2")) == 0
+    assert cli("train.py", args(data, out, "--max-steps", "2")) == 0
     ckpt = out / "checkpoint"
     ckpt.rename(out / ".checkpoint.old.4242")
     with pytest.raises(UserError, match=r"model directory not found; an interrupted save left its previous "
@@ -67,12 +69,11 @@ def test_point08_resume_with_the_checkpoint_left_aside_restores_it(data, tmp_pat
 
 def test_point01_fresh_run_refuses_an_out_holding_only_an_interrupted_save(data, tmp_path):
     out = tmp_path / "run"
-    assert train.main(args(data, out, "--max-steps", "1")) == 0
+    assert cli("train.py", args(data, out, "--max-steps", "1")) == 0
     (out / "log.jsonl").unlink()
     (out / "checkpoint").rename(out / ".checkpoint.old.4242")
-    with pytest.raises(UserError, match=r"holds a previous run \(\.checkpoint\.old\.4242[,)]"):
-        train.main(args(data, out, "--max-steps", "1"))
-    assert train.main(args(data, out, "--max-steps", "1", "--overwrite")) == 0
+    assert re.search(r"holds a previous run \(\.checkpoint\.old\.4242[,)]", user_error("train.py", args(data, out, "--max-steps", "1")))
+    assert cli("train.py", args(data, out, "--max-steps", "1", "--overwrite")) == 0
     assert {"checkpoint", "log.jsonl"} <= {p.name for p in out.iterdir()} and not list(out.glob(".*"))
 
 

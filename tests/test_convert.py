@@ -1,4 +1,4 @@
-"""minihbt.convert: the Q4_0 dequantiser, the E5S1 reader and the e5-small directory it writes.
+"""minihbt.io.convert: the Q4_0 dequantiser, the E5S1 reader and the e5-small directory it writes.
 
 The dequantiser is checked on hand-built blocks whose values are worked out below; the reader on a
 small synthetic E5S1 file; the real e5-small against transformers' BertModel + masked mean pooling
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minihbt import convert
-from minihbt.convert import dequantize_q4_0, q4_to_hf, read_e5s1
+from minihbt.io import convert
+from minihbt.io.convert import dequantize_q4_0, q4_to_hf, read_e5s1
 from minihbt.text_encoder import load_encoder
-from minihbt.files import UserError, sha256_file
+from minihbt.io.files import UserError, sha256_file
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -250,7 +250,8 @@ def fake_model(tmp_path: Path, name: str = "tiny-e5") -> dict:
 RACER = """
 import functools, json, sys, time
 from pathlib import Path
-from minihbt import artifacts, convert
+from minihbt.io import artifacts
+from minihbt.io import convert
 entry, log, start = json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), Path(sys.argv[3])
 artifacts.manifest = functools.cache(lambda: {"tiny-e5": entry})
 real = convert.q4_to_hf

@@ -38,7 +38,7 @@ def test_unknown_dataset_or_language(args, msg):
 
 
 def test_check_a_beir_directory(tmp_path):
-    from test_beir import write_beir, write_miracl
+    from test_collection import write_beir, write_miracl
 
     r = run_cli("check", str(write_beir(tmp_path / "toy")))
     assert r.returncode == 0, r.stderr

@@ -1,4 +1,4 @@
-"""minihbt.embed_cache: each (language, questions|sentences) encoded once, read back on the next
+"""minihbt.io.embed_cache: each (language, questions|sentences) encoded once, read back on the next
 run, encoded again under another key."""
 import hashlib
 import importlib.metadata
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from minihbt import embed_cache
-from minihbt.embed_cache import cache_path, encode_cached
-from minihbt.files import UserError
+from minihbt.io import embed_cache
+from minihbt.io.embed_cache import cache_path, encode_cached
+from minihbt.io.files import UserError
 from test_lareqa_eval import FakeEncoder, run
 
 
@@ -83,11 +83,11 @@ def test_point05_cache_key_holds_the_encoding_code_torch_device_and_texts(tmp_pa
     assert len(enc.calls) == 4 and len(list((tmp_path / "embeddings").iterdir())) == 4
 
     # The version is the hash of the encoding modules' source: any edit of them changes it.
-    src = [tmp_path / f for f in embed_cache.ENCODING_CODE]
-    for f in src:
-        f.write_bytes((Path(embed_cache.__file__).parent / f.name).read_bytes())
-    assert embed_cache.source_hash(src) == embed_cache.source_hash(
-        Path(embed_cache.__file__).with_name(f) for f in embed_cache.ENCODING_CODE)
+    pkg = Path(embed_cache.__file__).resolve().parent.parent  # minihbt/
+    src = [tmp_path / Path(f).name for f in embed_cache.ENCODING_CODE]
+    for f, name in zip(src, embed_cache.ENCODING_CODE):
+        f.write_bytes((pkg / name).read_bytes())
+    assert embed_cache.source_hash(src) == embed_cache.source_hash(pkg / f for f in embed_cache.ENCODING_CODE)
     before = embed_cache.source_hash(src)
     src[1].write_bytes(src[1].read_bytes() + b"\n")  # transformer.py, one byte more
     assert embed_cache.source_hash(src) != before

@@ -1,6 +1,7 @@
 """eval.py end to end: the JSON schema and the table from the command line, the zero-shot guard
 and bad input (one-line errors). The protocol's numbers are checked in test_lareqa_eval.py."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import eval as eval_cli
-from minihbt.files import UserError
+from conftest import cli, user_error
+from minihbt import lareqa_eval
+from minihbt.config import EvalConfig, eval_args
+from minihbt.io.files import UserError
 from test_lareqa_eval import FakeEncoder, run, write_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +46,7 @@ def test_bad_input_is_one_user_error(tmp_path, monkeypatch, argv, message):
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     argv = [a.format(tiny=tmp_path / "tiny", broken=broken, tmp=tmp_path) for a in argv]
-    with pytest.raises(UserError, match=message.replace("-", r"\-")):
-        eval_cli.main(argv + ["--quiet"])
+    assert re.search(message.replace("-", r"\-"), user_error("eval.py", argv + ["--quiet"]))
 
 
 def test_cli_with_tiny_bert_writes_the_schema(tmp_path):
@@ -76,7 +78,7 @@ def test_cli_with_tiny_bert_writes_the_schema(tmp_path):
 # ----------------------------------------------------------------------------- BEIR / MIRACL directories
 
 def test_cli_beir_directory_with_tiny_bert(tmp_path):
-    from test_beir import write_beir
+    from test_collection import write_beir
 
     pytrec_eval = pytest.importorskip("pytrec_eval", reason="pytrec_eval is an optional (golden) extra")
     root = write_beir(tmp_path / "toy")
@@ -109,18 +111,17 @@ def test_cli_beir_directory_with_tiny_bert(tmp_path):
     (["--run-out", "{tmp}"], "--run-out"),
 ])
 def test_bad_beir_input_is_one_user_error(tmp_path, monkeypatch, argv, message):
-    from test_beir import write_beir
+    from test_collection import write_beir
 
     monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path / "cache"))
     root = write_beir(tmp_path / "toy")
     argv = [a.format(tmp=tmp_path) for a in ["--dataset", str(root), "--model", "{tmp}/never/loaded", *argv]]
-    with pytest.raises(UserError, match=message):  # the model is loaded after the data are checked
-        eval_cli.main(argv + ["--quiet"])
+    assert re.search(message, user_error("eval.py", argv + ["--quiet"]))  # the model is loaded after the data are checked
     assert not (tmp_path / "cache").exists()  # nothing encoded, nothing cached
 
 
 def test_bad_beir_file_exits_2_with_one_line_and_caches_nothing(tmp_path):
-    from test_beir import write_beir
+    from test_collection import write_beir
 
     root = write_beir(tmp_path / "toy", corpus=[{"_id": "d1", "text": "x"}, {"_id": "d1", "text": "y"}])
     env = {"MINIHBT_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
@@ -130,8 +131,7 @@ def test_bad_beir_file_exits_2_with_one_line_and_caches_nothing(tmp_path):
     assert p.stderr == f"error: {root / 'corpus.jsonl'}:2: duplicate document id 'd1' (first on line 1)\n"
     assert not (tmp_path / "cache").exists()
     lareqa_dir = write_dataset(tmp_path / "tiny")
-    with pytest.raises(UserError, match="--split and --run-out apply to BEIR / MIRACL directories"):
-        eval_cli.main(["--dataset", str(lareqa_dir), "--run-out", str(tmp_path / "r.trec"), "--quiet"])
+    assert re.search("--split and --run-out apply to BEIR / MIRACL directories", user_error("eval.py", ["--dataset", str(lareqa_dir), "--run-out", str(tmp_path / "r.trec"), "--quiet"]))
 
 
 def test_point09_device_flag(tmp_path, monkeypatch):
@@ -139,13 +139,12 @@ def test_point09_device_flag(tmp_path, monkeypatch):
     write_dataset(tmp_path / "tiny")
     monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path / "cache"))
     argv = ["--dataset", str(tmp_path / "tiny"), "--model", str(TINY_BERT), "--quiet"]
-    assert eval_cli.parse_args(argv).device == "cpu"
-    assert eval_cli.parse_args(argv + ["--device", "cuda"]).device == "cuda"
+    assert eval_args(argv).device == "cpu"
+    assert eval_args(argv + ["--device", "cuda"]).device == "cuda"
     with pytest.raises(UserError, match="argument --device: invalid choice: 'tpu'"):
-        eval_cli.parse_args(argv + ["--device", "tpu"])
+        eval_args(argv + ["--device", "tpu"])
     if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="^--device cuda: no CUDA device is visible to torch$"):
-            eval_cli.main(argv + ["--device", "cuda"])
+        assert re.search("^--device cuda: no CUDA device is visible to torch$", user_error("eval.py", argv + ["--device", "cuda"]))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -153,8 +152,8 @@ def test_point09_cuda_evaluation_matches_cpu(tmp_path, monkeypatch):
     write_dataset(tmp_path / "tiny")
     monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path / "cache"))
     cfg = dict(dataset=str(tmp_path / "tiny"), model=str(TINY_BERT), progress=False)
-    cpu = eval_cli.run(eval_cli.EvalConfig(**cfg))
-    cuda = eval_cli.run(eval_cli.EvalConfig(**cfg, device="cuda"))
+    cpu = lareqa_eval.run(EvalConfig(**cfg))
+    cuda = lareqa_eval.run(EvalConfig(**cfg, device="cuda"))
     assert len(list((tmp_path / "cache" / "embeddings").iterdir())) == 12  # cached per device type
 
     def numbers(tree, path=""):  # every mAP, recall and rank distance, flattened

@@ -1,4 +1,4 @@
-"""minihbt.files: atomic writes and one-line user errors."""
+"""minihbt.io.files: atomic writes and one-line user errors."""
 import os
 import signal
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from minihbt import files
+from minihbt.io import files
 
 def test_atomic_dir_keeps_the_old_directory_when_the_swap_fails(tmp_path, monkeypatch):
     target = tmp_path / "ckpt"
@@ -38,7 +38,7 @@ def test_atomic_write_bytes_replaces_whole_file_with_normal_mode(tmp_path):
 
 
 def test_run_cli_turns_user_error_into_one_line_and_exit_2():
-    code = ("from minihbt.files import UserError, run_cli\n"
+    code = ("from minihbt.io.files import UserError, run_cli\n"
             "def main(argv): raise UserError('--flag: expected a number, got x')\n"
             "run_cli(main)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -50,7 +50,7 @@ def test_run_cli_turns_user_error_into_one_line_and_exit_2():
 KILLED_BETWEEN_RENAMES = """
 import os, signal, sys
 from pathlib import Path
-from minihbt import files
+from minihbt.io import files
 target = Path(sys.argv[1])
 real_replace = os.replace
 def replace(src, dst):

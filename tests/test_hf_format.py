@@ -1,4 +1,4 @@
-"""minihbt.hf_format: Hugging Face checkpoints in (prefixes, legacy names, heads, mismatches), complete
+"""minihbt.io.hf_format: Hugging Face checkpoints in (prefixes, legacy names, heads, mismatches), complete
 model directories out, read back by minihbt, transformers and sentence-transformers."""
 import json
 import shutil
@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from minihbt.files import UserError
-from minihbt.hf_format import load_pretrained
+from minihbt.io.files import UserError
+from minihbt.io.hf_format import load_pretrained
 from minihbt.text_encoder import load_encoder
 from test_transformer import GOLDEN, KINDS
 

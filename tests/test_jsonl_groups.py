@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minihbt import jsonl_groups, lareqa
-from minihbt.files import UserError
+from minihbt.io.files import UserError
 from minihbt.lareqa import Example
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,7 +188,7 @@ def test_converter_bad_input_writes_nothing(tmp_path):
 def test_training_on_the_converted_file_is_training_on_xquad_r(converted, tmp_path):
     import torch
 
-    import train
+    from conftest import cli
 
     tiny = str(ROOT / "tests" / "golden" / "tiny-bert")
     common = ["--sampler", "hybrid", "--model", tiny, "--langs", ",".join(LANGS), "--batch-size", "4",
@@ -201,7 +201,7 @@ def test_training_on_the_converted_file_is_training_on_xquad_r(converted, tmp_pa
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", lareqa.DataWarning)
-                assert train.main(common + ["--train-data", data, "--out", str(out)]) == 0
+                assert cli("train.py", common + ["--train-data", data, "--out", str(out)]) == 0
         finally:
             torch.set_num_threads(threads)
         rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from minihbt import artifacts, lareqa
-from minihbt.files import UserError
+from minihbt import lareqa
+from minihbt.io import artifacts
+from minihbt.io.files import UserError
 from test_data import run_cli
 
 MLQA_R = {"ar": (517, 2545), "de": (512, 2362), "en": (1148, 6264), "es": (500, 1787),

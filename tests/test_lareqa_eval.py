@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import eval as eval_cli
 from minihbt import lareqa_eval
-from minihbt.files import UserError
+from minihbt.config import EvalConfig
+from minihbt.io.files import UserError
 
 
 # ---------------------------------------------------------------- the tiny dataset
@@ -82,8 +82,8 @@ def run(tmp_path, monkeypatch, encoder=None, **kw):
     data_dir = tmp_path / "tiny"
     if not data_dir.exists():
         write_dataset(data_dir)
-    cfg = eval_cli.EvalConfig(dataset=str(data_dir), model="fake", progress=False, **kw)
-    return eval_cli.run(cfg, encoder=encoder or FakeEncoder())
+    cfg = EvalConfig(dataset=str(data_dir), model="fake", progress=False, **kw)
+    return lareqa_eval.run(cfg, encoder=encoder or FakeEncoder())
 
 
 def test_hand_computed_metrics(tmp_path, monkeypatch):
@@ -175,11 +175,11 @@ def test_point02_rank_distance_leaves_out_queries_with_one_relevant_and_counts_t
 def test_point07_a_renamed_copy_of_the_training_data_is_caught(tmp_path, monkeypatch, capsys):
     # A model trained (by train.py, for real) on a dataset directory, then evaluated on a renamed
     # copy of it: the names differ, the content fingerprint does not.
-    import train
+    from conftest import cli
     from test_train import TINY_BERT, write_lareqa
 
     trained_on = write_lareqa(tmp_path / "toy")
-    assert train.main(["--sampler", "xx", "--model", TINY_BERT, "--train-data", str(trained_on),
+    assert cli("train.py", ["--sampler", "xx", "--model", TINY_BERT, "--train-data", str(trained_on),
                        "--langs", "en,de", "--batch-size", "2", "--max-steps", "1", "--val-every", "0",
                        "--out", str(tmp_path / "run")]) == 0
     model = str(tmp_path / "run" / "checkpoint")
@@ -189,17 +189,17 @@ def test_point07_a_renamed_copy_of_the_training_data_is_caught(tmp_path, monkeyp
         (copy / f.name).write_bytes(f.read_bytes())
     monkeypatch.setenv("MINIHBT_CACHE", str(tmp_path / "cache"))
     def cfg(dataset, **kw):
-        return eval_cli.EvalConfig(dataset=str(dataset), model=model, progress=False, **kw)
+        return EvalConfig(dataset=str(dataset), model=model, progress=False, **kw)
 
     with pytest.raises(UserError, match="provenance lists .*renamed as training data"):
-        eval_cli.run(cfg(copy))
-    assert eval_cli.run(cfg(copy, allow_seen=True))["zero_shot"] is False
+        lareqa_eval.run(cfg(copy))
+    assert lareqa_eval.run(cfg(copy, allow_seen=True))["zero_shot"] is False
     # Trained on en and de only: what the copy holds in es does not matter; en and de do.
     (copy / "es.json").write_text((copy / "es.json").read_text().replace("París", "Lyon"))
     with pytest.raises(UserError, match="would not be zero-shot"):
-        eval_cli.run(cfg(copy))
+        lareqa_eval.run(cfg(copy))
     (copy / "en.json").write_text((copy / "en.json").read_text().replace("Paris", "Lyon"))
-    assert eval_cli.run(cfg(copy))["zero_shot"] is True
+    assert lareqa_eval.run(cfg(copy))["zero_shot"] is True
     # Followed through base models, as the names are.
     prov = json.loads((Path(model) / "minihbt.json").read_text())["provenance"]
     assert lareqa_eval.seen_in_training({"train_data": ["x"], "base_model_provenance": prov}, str(trained_on))

@@ -1,11 +1,11 @@
-"""minihbt.paired: the paired difference and its standard error, by hand and against scipy's paired
+"""minihbt.downstream.paired: the paired difference and its standard error, by hand and against scipy's paired
 t-test (its statistic is D / SE for one language)."""
 import math
 
 import numpy as np
 import pytest
 
-from minihbt import paired
+from minihbt.downstream import paired
 
 
 def test_difference_by_hand_two_languages():

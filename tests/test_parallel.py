@@ -14,9 +14,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import train
-from minihbt import load_encoder, parallel, train_step
-from minihbt.files import run_cli
+from conftest import cli, train_cli
+from minihbt import load_encoder, parallel
+from minihbt.config import TrainConfig
+from minihbt import step as train_step
 from minihbt.lareqa import load_groups
 from minihbt.loss import info_nce
 from minihbt.sampler import Batch, draw_hard_negatives
@@ -73,7 +74,7 @@ def three_steps(model_dir: str, data: str, chunk: int, recipe: bool, out: str | 
     leaves q00b's slots empty: q00 took its paragraph's other sentences) and the false-negative mask;
     else neither (the false negatives stay in as negatives)."""
     torch.manual_seed(0)
-    cfg = train.TrainConfig(batch_size=4, lr=1e-3, max_steps=3, warmup=1, grad_cache_chunk=chunk,
+    cfg = TrainConfig(batch_size=4, lr=1e-3, max_steps=3, warmup=1, grad_cache_chunk=chunk,
                             hard_negatives=2 * recipe, false_negatives="mask" if recipe else "keep")
     encoder = load_encoder(model_dir)
     encoder.model.double().train()  # float64: differences are summation order, ~1e-16, not float32 noise
@@ -85,16 +86,14 @@ def three_steps(model_dir: str, data: str, chunk: int, recipe: bool, out: str | 
     for step, (kind, gids, pairs) in enumerate(BATCHES, 1):
         hard = draw_hard_negatives(rng, groups[data], gids, pairs, cfg.hard_negatives) if recipe else []
         batch = Batch(kind, data, gids, pairs, hard)
-        queries, passages = train_step.batch_texts(batch, groups)
-        texts, mask, n_false = train_step.batch_negatives(batch, groups, cfg)
+        x = train_step.inputs(batch, groups[data], cfg.false_negatives == "mask")
+        texts, mask, n_false = x.hard, x.mask, x.false_negatives
         masked.append(0 if mask is None else int(mask[:, :4].sum()))  # the mask's in-batch part
         assert n_false == 2  # found either way; with "keep" they stay in the softmax
         empty.append(texts.count(None))
         for g in optimizer.param_groups:
             g["lr"] = train_step.lr_at(step, cfg)
-        loss = train_step.loss_and_backward(encoder, embed, parallel.shard(queries, world),
-                                            parallel.shard(passages, world), cfg, world, parallel.shard(texts, world),
-                                            None if mask is None else parallel.shard(mask, world))
+        loss = train_step.loss_and_backward(encoder, embed, parallel.shard_inputs(x, world), cfg, world)
         logged.append(parallel.mean(loss, world))
         parallel.average_gradients(encoder.model, world)
         if step == 1:  # AdamW would hide a wrong gradient scale; compare the gradient itself too
@@ -156,10 +155,10 @@ def grads(model) -> dict:
 
 
 def grad_cache_step(encoder, chunk):
-    cfg = train.TrainConfig(grad_cache_chunk=chunk)
+    cfg = TrainConfig(grad_cache_chunk=chunk)
     torch.manual_seed(0)
-    loss = train_step.loss_and_backward(encoder, train_step.make_embed(encoder, cfg), TEXTS["query"],
-                                        TEXTS["passage"], cfg, hard_negatives=TEXTS["hard"])
+    loss = train_step.loss_and_backward(encoder, train_step.make_embed(encoder, cfg),
+                                        train_step.Inputs(TEXTS["query"], TEXTS["passage"], TEXTS["hard"]), cfg)
     out = loss.item(), grads(encoder.model), torch.get_rng_state()
     encoder.model.zero_grad(set_to_none=True)
     return out
@@ -217,7 +216,7 @@ def train_killed_at_step(argv, n):
         return real(*a, **kw)
 
     train_step.info_nce = patched
-    train.main(argv)
+    cli("train.py", argv)
 
 
 def test_torchrun_logs_once_checkpoints_and_resumes_exactly(data, tmp_path, monkeypatch, capsys):
@@ -241,7 +240,7 @@ def test_torchrun_logs_once_checkpoints_and_resumes_exactly(data, tmp_path, monk
     with pytest.raises(Exception, match="Killed"):
         spawn(train_killed_at_step, 2, args(data, cut, *flags), 3)
     assert steps(cut) == [1, 2]
-    spawn(train.main, 2, ["--resume", str(cut / "checkpoint")])
+    spawn(train_cli, 2, ["--resume", str(cut / "checkpoint")])
     assert losses(cut) == losses(full)
     a = load_encoder(full / "checkpoint").model.state_dict()
     b = load_encoder(cut / "checkpoint").model.state_dict()
@@ -249,8 +248,7 @@ def test_torchrun_logs_once_checkpoints_and_resumes_exactly(data, tmp_path, monk
 
     # ... and not with another number of processes.
     capsys.readouterr()
-    with pytest.raises(SystemExit):
-        run_cli(train.main, ["--resume", str(cut / "checkpoint")])
+    assert 0 != cli("train.py", ["--resume", str(cut / "checkpoint")])
     assert capsys.readouterr().err.strip() == (
         "error: --resume: the checkpoint was written by 2 processes, this run has 1; "
         "resume with as many (each one's dropout RNG state is stored)")
@@ -258,9 +256,8 @@ def test_torchrun_logs_once_checkpoints_and_resumes_exactly(data, tmp_path, monk
 
 def test_global_batch_must_split_evenly(data, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "3")  # checked before any process group is joined
-    with pytest.raises(SystemExit) as e:
-        run_cli(train.main, args(data, tmp_path))
-    assert e.value.code == 2
+    code = cli("train.py", args(data, tmp_path))
+    assert code == 2
     assert capsys.readouterr().err.strip() == ("error: --batch-size 4: the global batch must split evenly over "
                                                "the 3 processes (a multiple of 3)")
 
@@ -275,9 +272,10 @@ def test_bf16_step_matches_fp32_loosely():
     cpu = load_encoder(TINY_BERT)
     gpu = load_encoder(TINY_BERT, device="cuda", dtype="bf16")  # train.py's default on cuda
     cpu.model.eval(), gpu.model.eval()  # same function: no dropout
-    cfg = train.TrainConfig()
-    ref = train_step.loss_and_backward(cpu, train_step.make_embed(cpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)
-    loss = train_step.loss_and_backward(gpu, train_step.make_embed(gpu, cfg), TEXTS["query"], TEXTS["passage"], cfg)
+    cfg = TrainConfig()
+    x = train_step.Inputs(TEXTS["query"], TEXTS["passage"])
+    ref = train_step.loss_and_backward(cpu, train_step.make_embed(cpu, cfg), x, cfg)
+    loss = train_step.loss_and_backward(gpu, train_step.make_embed(gpu, cfg), x, cfg)
     assert loss.dtype == torch.float32  # the loss is computed in fp32 from bf16 activations
     assert abs(loss.item() - ref.item()) < 0.05  # bf16 keeps ~3 significant digits
     g, ref_g = grads(gpu.model), grads(cpu.model)
@@ -289,7 +287,7 @@ def test_bf16_step_matches_fp32_loosely():
 
 @cuda
 def test_cuda_compile_run_saves_plain_names(data, tmp_path):
-    assert train.main(args(data, tmp_path, "--max-steps", "2", "--device", "cuda", "--compile",
+    assert cli("train.py", args(data, tmp_path, "--max-steps", "2", "--device", "cuda", "--compile",
                            "--grad-cache-chunk", "2")) == 0
     names = load_encoder(tmp_path / "checkpoint").model.state_dict().keys()
     assert names == load_encoder(TINY_BERT).model.state_dict().keys()

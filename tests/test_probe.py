@@ -1,4 +1,4 @@
-"""minihbt.probe against scikit-learn's LogisticRegression(C=1.0, lbfgs) (tests/golden, from
+"""minihbt.downstream.probe against scikit-learn's LogisticRegression(C=1.0, lbfgs) (tests/golden, from
 tools/gen_downstream_golden.py), and the optimality conditions of its objective checked directly."""
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minihbt import probe
+from minihbt.downstream import probe
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "downstream_golden.json").read_text())["probe"]
 

@@ -7,7 +7,7 @@ import pytest
 
 import reproduce
 import train
-from minihbt.files import run_cli
+from minihbt.io.files import run_cli
 from minihbt.lareqa import TRAIN_LANGS
 
 

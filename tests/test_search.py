@@ -90,7 +90,7 @@ def test_torch_input_and_bad_shapes():
 def test_point03_non_finite_embeddings_are_user_errors(where, bad):
     # A NaN score compares false with everything: it used to rank first (AP 2.0, rank distance 0)
     # while topk put it elsewhere. Now nothing is ranked.
-    from minihbt.files import UserError
+    from minihbt.io.files import UserError
 
     q, c = arrays(GOLDEN["random"])
     (q if where == "queries" else c)[3, 1] = bad
@@ -102,7 +102,7 @@ def test_point03_non_finite_embeddings_are_user_errors(where, bad):
 
 
 def test_point03_scores_that_overflow_are_user_errors():
-    from minihbt.files import UserError
+    from minihbt.io.files import UserError
 
     q = np.array([[1.0, 0.0], [3e19, 3e19]], dtype=np.float32)  # finite, but 9e38 + 9e38 is inf in float32
     with pytest.raises(UserError, match="scores .* the first row 1;"):

@@ -1,4 +1,4 @@
-"""minihbt.shards against minihbt.search in memory: a corpus 10x the shard size, exact scores full of
+"""minihbt.beir.shards against minihbt.search in memory: a corpus 10x the shard size, exact scores full of
 ties, so results must be identical; resuming a stopped encoding; bad stores."""
 import json
 import tracemalloc
@@ -6,8 +6,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from minihbt import search, shards
-from minihbt.files import UserError
+from minihbt import search
+from minihbt.beir import shards
+from minihbt.io.files import UserError
 
 N, D, SHARD = 1000, 8, 100
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from minihbt.files import UserError
+from minihbt.io.files import UserError
 from minihbt.text_encoder import load_encoder
 from test_hf_format import TEXTS, copy_tiny, set_meta
 from test_transformer import GOLDEN, KINDS
@@ -116,7 +116,7 @@ def test_bf16_runs_matrix_products_in_bf16_and_the_rest_in_fp32():
     """What the text_encoder docstring says runs in which precision, op by op (CPU, this torch)."""
     from minihbt.loss import info_nce
     from minihbt.text_encoder import autocast
-    from minihbt.train_step import make_embed
+    from minihbt.step import make_embed
 
     te = load_encoder(GOLDEN / "tiny-bert", dtype="bf16")
     batch = te.tokenize(TEXTS, kind="passage")  # padded: the attention mask is used

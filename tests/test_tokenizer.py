@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minihbt.files import UserError, sha256_file
+from minihbt.io.files import UserError, sha256_file
 from minihbt.tokenizer import Tokenizer
 
 GOLDEN = Path(__file__).parent / "golden"

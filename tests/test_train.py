@@ -1,15 +1,17 @@
 """train.py and minihbt/checkpoint.py on a tiny random BERT and a tiny LAReQA directory."""
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-import train
-from minihbt import load_encoder, train_step
-from minihbt.files import UserError, run_cli
+from conftest import cli, user_error
+from minihbt import load_encoder
+from minihbt import step as train_step
+from minihbt.config import TrainConfig
 
 TINY_BERT = str(Path(__file__).parent / "golden" / "tiny-bert")
 LANGS = ["de", "en", "es"]
@@ -98,7 +100,7 @@ def steps(out):
 def test_loss_falls_over_30_steps(data, tmp_path, tiny_bert_no_dropout):
     # X-X: question and answer share words, which a random model can pick up in 30 steps; the toy
     # translations share almost no tokens, so X-Y pairs would need far longer.
-    assert train.main(args(data, tmp_path, "--max-steps", "30", "--warmup", "3", "--model", tiny_bert_no_dropout,
+    assert cli("train.py", args(data, tmp_path, "--max-steps", "30", "--warmup", "3", "--model", tiny_bert_no_dropout,
                            "--sampler", "xx", "--lr", "3e-3", "--seed", "2")) == 0
     loss = losses(tmp_path)
     assert len(loss) == 30
@@ -135,19 +137,19 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(data, tmp_path, monkeyp
     # The paper recipe: 2 hard negatives per example (paragraphs of 3 sentences: some slots stay
     # empty), masking, validation every 3 steps with the best checkpoint kept.
     flags = ["--max-steps", "10", "--save-every", "5", "--hard-negatives", "2", "--val-every", "3"]
-    assert train.main(args(data, full, *flags)) == 0
+    assert cli("train.py", args(data, full, *flags)) == 0
 
     def kill(_):
         raise Killed
 
     kill_at_call(monkeypatch, 8, kill)  # dies in step 8, after the step-5 checkpoint
     with pytest.raises(Killed):
-        train.main(args(data, cut, *flags))
+        cli("train.py", args(data, cut, *flags))
     monkeypatch.undo()
     assert json.loads((cut / "checkpoint" / "trainer.json").read_text())["step"] == 5
     assert steps(cut) == [1, 2, 3, 4, 5, 6, 7]
 
-    assert train.main(["--resume", str(cut / "checkpoint"), "--log-every", "100"]) == 0
+    assert cli("train.py", ["--resume", str(cut / "checkpoint"), "--log-every", "100"]) == 0
     assert steps(cut) == list(range(1, 11))
     assert losses(cut) == losses(full)  # exactly: same batches, hard negatives, dropout masks, AdamW moments
     log = log_lines(full)
@@ -166,9 +168,8 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(data, tmp_path, monkeyp
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, capsys):
     kill_at_call(monkeypatch, 7, lambda loss: loss * float("nan"))
-    with pytest.raises(SystemExit) as e:
-        run_cli(train.main, args(data, tmp_path, "--max-steps", "10", "--save-every", "5"))
-    assert e.value.code == 2
+    code = cli("train.py", args(data, tmp_path, "--max-steps", "10", "--save-every", "5"))
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: step 7: loss is nan") and "(step 5), intact" in err
     ckpt = tmp_path / "checkpoint"
@@ -179,13 +180,13 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(data, tmp_path, monkeypatch, c
 
 
 def test_checkpoint_provenance_and_config(data, tmp_path):
-    assert train.main(args(data, tmp_path, "--max-steps", "2", "--alpha", "0.25")) == 0
+    assert cli("train.py", args(data, tmp_path, "--max-steps", "2", "--alpha", "0.25")) == 0
     ckpt = tmp_path / "checkpoint"
     prov = json.loads((ckpt / "minihbt.json").read_text())["provenance"]
     assert prov["train_data"] == [data] and prov["langs"] == LANGS and prov["base_model"] == TINY_BERT
     assert prov["step"] == 2 and set(prov["code_version"]) == {"minihbt", "git"}
     state = json.loads((ckpt / "trainer.json").read_text())
-    assert state["config"] == {**vars(train.TrainConfig()), "sampler": "hybrid", "alpha": 0.25, "model": TINY_BERT,
+    assert state["config"] == {**vars(TrainConfig()), "sampler": "hybrid", "alpha": 0.25, "model": TINY_BERT,
                                "train_data": [data], "langs": LANGS, "batch_size": 4, "lr": 1e-3, "seed": 3,
                                "max_steps": 2, "warmup": 0}
     assert state["provenance"] == prov
@@ -194,7 +195,7 @@ def test_checkpoint_provenance_and_config(data, tmp_path):
 
 
 def test_show_batches_prints_json_lines_and_trains_nothing(data, tmp_path, capsys):
-    assert train.main(args(data, tmp_path / "none", "--sampler", "xy", "--show-batches", "4")) == 0
+    assert cli("train.py", args(data, tmp_path / "none", "--sampler", "xy", "--show-batches", "4")) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [b["step"] for b in lines] == [1, 2, 3, 4]
     for b in lines:
@@ -220,11 +221,11 @@ def test_show_batches_prints_json_lines_and_trains_nothing(data, tmp_path, capsy
 
 
 def test_show_batches_after_resume_continues_the_stream(data, tmp_path, capsys):
-    assert train.main(args(data, tmp_path, "--show-batches", "6")) == 0
+    assert cli("train.py", args(data, tmp_path, "--show-batches", "6")) == 0
     six = capsys.readouterr().out.splitlines()
-    assert train.main(args(data, tmp_path, "--max-steps", "3")) == 0
+    assert cli("train.py", args(data, tmp_path, "--max-steps", "3")) == 0
     capsys.readouterr()
-    assert train.main(["--resume", str(tmp_path / "checkpoint"), "--show-batches", "3"]) == 0
+    assert cli("train.py", ["--resume", str(tmp_path / "checkpoint"), "--show-batches", "3"]) == 0
     assert capsys.readouterr().out.splitlines() == six[3:]
 
 
@@ -238,7 +239,7 @@ def write_groups(path: Path, n: int = 24) -> Path:
 
 def test_jsonl_groups_mix_with_a_lareqa_dataset(data, tmp_path, capsys):
     mine = str(write_groups(tmp_path / "mine.jsonl"))
-    assert train.main(args(data, tmp_path / "none", "--train-data", f"{data},{mine}", "--langs", "de,en",
+    assert cli("train.py", args(data, tmp_path / "none", "--train-data", f"{data},{mine}", "--langs", "de,en",
                            "--show-batches", "30", "--val-every", "0")) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {b["dataset"] for b in lines} == {data, mine}  # drawn in proportion to 12 and 24 groups
@@ -247,10 +248,9 @@ def test_jsonl_groups_mix_with_a_lareqa_dataset(data, tmp_path, capsys):
             assert all(int(g[1:]) % 2 == 0 for g in b["groups"]) and all(q != p for q, p in b["pairs"])
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "g1", "examples": {"EN": {"query": "q", "passage": "p"}}}) + "\n")
-    with pytest.raises(SystemExit) as e:
-        run_cli(train.main, args(data, tmp_path / "none", "--train-data", str(bad)))
+    code = cli("train.py", args(data, tmp_path / "none", "--train-data", str(bad)))
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith(f"error: {bad}:1: examples: unknown language code 'EN'")
+    assert code == 2 and err.startswith(f"error: {bad}:1: examples: unknown language code 'EN'")
     assert err.count("\n") == 1 and not (tmp_path / "none").exists()
 
 
@@ -268,27 +268,23 @@ def test_jsonl_groups_mix_with_a_lareqa_dataset(data, tmp_path, capsys):
     (["--train-data", "no-such-dataset"], "--train-data: unknown dataset 'no-such-dataset'"),
 ])
 def test_bad_input_is_one_line(data, tmp_path, capsys, extra, message):
-    with pytest.raises(SystemExit) as e:
-        run_cli(train.main, args(data, tmp_path, *extra))
-    assert e.value.code == 2
+    code = cli("train.py", args(data, tmp_path, *extra))
+    assert code == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {message}" or (err.startswith(f"error: {message}") and "\n" not in err), err
 
 
 def test_unwritable_out_dir(data, tmp_path, capsys):
     (tmp_path / "file").write_text("")
-    with pytest.raises(SystemExit):
-        run_cli(train.main, args(data, tmp_path / "file" / "out"))
+    assert 0 != cli("train.py", args(data, tmp_path / "file" / "out"))
     assert capsys.readouterr().err.startswith(f"error: --out {tmp_path / 'file' / 'out'}: cannot write there")
 
 
 def test_resume_refuses_changed_training_flags(data, tmp_path, capsys):
-    assert train.main(args(data, tmp_path, "--max-steps", "1")) == 0
-    with pytest.raises(SystemExit):
-        run_cli(train.main, ["--resume", str(tmp_path / "checkpoint"), "--lr", "1"])
+    assert cli("train.py", args(data, tmp_path, "--max-steps", "1")) == 0
+    assert 0 != cli("train.py", ["--resume", str(tmp_path / "checkpoint"), "--lr", "1"])
     assert "remove --lr" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        run_cli(train.main, ["--resume", str(tmp_path)])
+    assert 0 != cli("train.py", ["--resume", str(tmp_path)])
     assert "not a training checkpoint" in capsys.readouterr().err
 
 
@@ -297,9 +293,8 @@ def test_point01_fresh_run_refuses_existing_checkpoint(data, tmp_path, monkeypat
     # checkpoint is gone before B's first step, so B killed at step 3 leaves nothing to resume
     # or evaluate as if it were B's (it used to leave A's checkpoint under B's log lines).
     d = tmp_path / "D"
-    assert train.main(args(data, d, "--sampler", "xx", "--max-steps", "4")) == 0
-    with pytest.raises(SystemExit):
-        run_cli(train.main, args(data, d, "--sampler", "xy", "--max-steps", "10"))
+    assert cli("train.py", args(data, d, "--sampler", "xx", "--max-steps", "4")) == 0
+    assert 0 != cli("train.py", args(data, d, "--sampler", "xy", "--max-steps", "10"))
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: --out {d}: holds a previous run (checkpoint, ") and err.endswith(
         f"log.jsonl); continue it with --resume {d / 'checkpoint'}, replace it with --overwrite, "
@@ -311,44 +306,40 @@ def test_point01_fresh_run_refuses_existing_checkpoint(data, tmp_path, monkeypat
 
     kill_at_call(monkeypatch, 3, kill)
     with pytest.raises(Killed):
-        train.main(args(data, d, "--sampler", "xy", "--max-steps", "10", "--overwrite"))
+        cli("train.py", args(data, d, "--sampler", "xy", "--max-steps", "10", "--overwrite"))
     monkeypatch.undo()
     assert not list(d.glob("checkpoint*")) and not list(d.glob(".checkpoint*"))  # the best one too
     assert {l["kind"] for l in log_lines(d)} == {"cross"} and steps(d) == [1, 2]
-    with pytest.raises(UserError, match="not a training checkpoint"):
-        train.main(["--resume", str(d / "checkpoint")])
+    assert re.search("not a training checkpoint", user_error("train.py", ["--resume", str(d / "checkpoint")]))
 
 
 def test_point01_log_lines_carry_the_run_id_that_resume_checks(data, tmp_path, monkeypatch):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     kill_at_call(monkeypatch, 3, lambda _: (_ for _ in ()).throw(Killed))  # dies in step 3
     with pytest.raises(Killed):
-        train.main(args(data, a, "--max-steps", "3", "--save-every", "2"))
+        cli("train.py", args(data, a, "--max-steps", "3", "--save-every", "2"))
     monkeypatch.undo()
-    assert train.main(args(data, b, "--max-steps", "3")) == 0
+    assert cli("train.py", args(data, b, "--max-steps", "3")) == 0
     run_a = json.loads((a / "checkpoint" / "trainer.json").read_text())["provenance"]["run_id"]
     run_b = json.loads((b / "checkpoint" / "minihbt.json").read_text())["provenance"]["run_id"]
     assert run_a != run_b and {l["run"] for l in log_lines(a)} == {run_a} and steps(a) == [1, 2]
     # Resuming into an --out whose checkpoint is another run's: refused (the next save would replace it).
-    with pytest.raises(UserError, match=f"is run {run_b}, not the resumed run {run_a}"):
-        train.main(["--resume", str(a / "checkpoint"), "--out", str(b)])
+    assert re.search(f"is run {run_b}, not the resumed run {run_a}", user_error("train.py", ["--resume", str(a / "checkpoint"), "--out", str(b)]))
     # A log with another run's lines is refused, not trimmed: dropping them would lose that run's
     # record, keeping them would mix two runs in one log.
     shutil.copytree(a / "checkpoint", c / "checkpoint")
     (c / "log.jsonl").write_text((a / "log.jsonl").read_text() + (b / "log.jsonl").read_text())
-    with pytest.raises(UserError, match=f"log.jsonl:3: a line of run {run_b}, but the resumed checkpoint is "
-                                        f"run {run_a}"):
-        train.main(["--resume", str(c / "checkpoint")])
+    assert re.search(f"log.jsonl:3: a line of run {run_b}, but the resumed checkpoint is run {run_a}",
+                     user_error("train.py", ["--resume", str(c / "checkpoint")]))
     # The run's own lines after the checkpoint's step, and a line cut short by a kill, are dropped.
     own_later = json.dumps({"step": 3, "run": run_a, "loss": 0.0})
     (a / "log.jsonl").write_text((a / "log.jsonl").read_text() + own_later + '\n{"step": 4, "ru')
-    assert train.main(["--resume", str(a / "checkpoint")]) == 0
+    assert cli("train.py", ["--resume", str(a / "checkpoint")]) == 0
     assert steps(a) == [1, 2, 3] and losses(a) == losses(b)  # b: the same run, uninterrupted
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32), str(2**64)])
 def test_point04_bad_seed_is_one_line(data, tmp_path, capsys, seed):
-    with pytest.raises(SystemExit) as e:
-        run_cli(train.main, args(data, tmp_path, "--seed", seed))
-    assert e.value.code == 2
+    code = cli("train.py", args(data, tmp_path, "--seed", seed))
+    assert code == 2
     assert capsys.readouterr().err == f"error: --seed: expected an integer in [0, 2**32), got {seed}\n"

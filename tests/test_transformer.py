@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minihbt.hf_format import load_pretrained
+from minihbt.io.hf_format import load_pretrained
 from minihbt.transformer import EncoderConfig
 
 GOLDEN = Path(__file__).parent / "golden"

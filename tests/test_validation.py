@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from minihbt.files import UserError
+from minihbt.io.files import UserError
 from minihbt.lareqa import Example, TRAIN_LANGS, load_groups
 from minihbt.validation import ValidationSet, hold_out, split_groups
 

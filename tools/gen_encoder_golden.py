@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     else:
         model_dir = args.model_dir
         if model_dir is None:
-            from minihbt.convert import model_dir as fetch_model_dir
+            from minihbt.io.convert import model_dir as fetch_model_dir
             model_dir = fetch_model_dir("e5-small")
         if args.what == "tokenizer":
             tokenizer_golden(args.tokenizer or model_dir / "tokenizer.json", GOLDEN / "tokenizer_e5.json",

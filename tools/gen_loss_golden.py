@@ -21,7 +21,7 @@ import torch
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minihbt.files import atomic_write_json  # noqa: E402
+from minihbt.io.files import atomic_write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "loss_infonce.json"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minihbt.files import atomic_write_json  # noqa: E402
+from minihbt.io.files import atomic_write_json  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "sampler_toy.json"
 

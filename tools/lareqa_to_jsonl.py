@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minihbt import lareqa  # noqa: E402
-from minihbt.files import ArgumentParser, atomic_write_bytes, run_cli  # noqa: E402
+from minihbt.io.files import ArgumentParser, atomic_write_bytes, run_cli  # noqa: E402
 
 
 def convert(name: str, langs: list[str] | None, hard: bool) -> bytes:

@@ -1,12 +1,12 @@
-"""minihbt.downstream_data: the real files read to their published counts, the formats' traps
+"""minihbt.downstream.datasets: the real files read to their published counts, the formats' traps
 (raw quotes, CRLF, csv quoting), --limit, and a one-line error naming file and line for bad rows."""
 import json
 
 import numpy as np
 import pytest
 
-from minihbt import downstream_data as dd
-from minihbt.files import UserError
+from minihbt.downstream import datasets as dd
+from minihbt.io.files import UserError
 
 TYDI_QUESTIONS = {"ar": 921, "bn": 113, "en": 440, "fi": 782, "id": 565, "ko": 276, "ru": 812, "sw": 499, "te": 669}
 

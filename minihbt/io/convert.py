@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minihbt import artifacts, hf_format
-from minihbt.files import ArgumentParser, UserError, atomic_write_json, locked, run_cli, sha256_file
+from minihbt.io import artifacts, hf_format
+from minihbt.io.files import ArgumentParser, UserError, atomic_write_json, locked, run_cli, sha256_file
 from minihbt.tokenizer import Tokenizer
 from minihbt.transformer import Encoder, EncoderConfig
 

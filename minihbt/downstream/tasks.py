@@ -3,7 +3,7 @@
 Question: does hybrid batch training (Elmahdy et al. 2024) help multilingual tasks beyond LAReQA
 retrieval? The encoder stays frozen; each task is read off its embeddings, so a difference between
 two models is a difference between their embedding spaces. Every function here takes embeddings
-(float32, L2-normalised rows, from minihbt.downstream_eval) and returns a results dict.
+(float32, L2-normalised rows, from minihbt.downstream.suite) and returns a results dict.
 
 Protocols (pinned: they are what makes results comparable)
 - XNLI (Conneau et al. 2018). Pair features [u, v, |u - v|, u * v] (InferSent, Conneau et al.
@@ -48,7 +48,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minihbt import metrics, probe, search
+from minihbt import metrics, search
+from minihbt.downstream import probe
 
 
 # ----------------------------------------------------------------------------- summaries

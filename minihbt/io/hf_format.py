@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from minihbt.files import UserError, atomic_dir, atomic_write_bytes, atomic_write_json
+from minihbt.io.files import UserError, atomic_dir, atomic_write_bytes, atomic_write_json
 from minihbt.tokenizer import Tokenizer
 from minihbt.transformer import Encoder, EncoderConfig
 

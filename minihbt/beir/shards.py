@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from minihbt import search
-from minihbt.files import UserError, atomic_write_json, publish
+from minihbt.io.files import UserError, atomic_write_json, publish
 
 SHARD_ROWS = 1 << 16  # 65,536 rows: 96 MB of 384-d fp32 per shard
 DTYPES = ("float32", "float16")

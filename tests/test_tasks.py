@@ -1,4 +1,4 @@
-"""minihbt.downstream: the four protocols on hand-made embeddings, pair AP against scikit-learn and
+"""minihbt.downstream.tasks: the four protocols on hand-made embeddings, pair AP against scikit-learn and
 the TyDi ranking metrics against pytrec_eval (tests/golden, from tools/gen_downstream_golden.py)."""
 import json
 import math
@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minihbt import downstream, probe, search
+from minihbt import search
+from minihbt.downstream import tasks as downstream
+from minihbt.downstream import probe
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "downstream_golden.json").read_text())
 approx = lambda v: pytest.approx(v, abs=1e-12)  # noqa: E731

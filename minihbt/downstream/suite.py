@@ -33,9 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minihbt import downstream, downstream_data as dd
-from minihbt.embed_cache import encode_cached
-from minihbt.lareqa import TRAIN_LANGS
+from minihbt.config import TRAIN_LANGS
+from minihbt.downstream import datasets as dd
+from minihbt.downstream import tasks as downstream
+from minihbt.io.embed_cache import encode_cached
+from minihbt.io.files import UserError
+from minihbt.lareqa_eval import load_model
 
 TASKS = ("xnli", "tydiqa", "sib-200", "tatoeba")
 
@@ -178,3 +181,14 @@ def table(out: dict) -> str:
     for row in ("mean", "seen", "unseen"):
         lines.append(f"{row:<8}" + "".join(cell(s[row]) for _, s in cols))
     return "\n".join(lines)
+
+
+def evaluate(cfg, encoder=None) -> dict:
+    """eval.py on a task (cfg: a minihbt.config.EvalConfig): read the data first, then load the model."""
+    if cfg.langs is not None or cfg.context:
+        raise UserError(f"--langs and --context apply to LAReQA datasets, not to {cfg.dataset}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise UserError(f"--limit must be a positive integer, got {cfg.limit}")
+    data = load(cfg.dataset, cfg.limit)
+    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device)
+    return run(enc, data, TaskConfig(cfg.dataset, cfg.limit, cfg.batch_size, cfg.max_len, cfg.progress), cfg.model)

@@ -25,14 +25,6 @@ Provenance (also in minihbt.json, read by eval.py's zero-shot guard): train_data
 or directories), langs, sampler, steps, base_model (+ its fingerprint and own provenance if it was
 itself trained by minihbt), data fingerprints, code_version {minihbt, git}, run_id.
 
-Runs never mix. A fresh run gets a random `run_id`, stored in the provenance and on every line
-of its log.jsonl. A fresh run refuses an --out that holds a checkpoint or a log (the old
-checkpoint would otherwise stay until the first save and be resumed, or evaluated, as the new
-run's) unless told to replace it, and then removes both before its first step. A resumed run
-keeps its own log lines up to the checkpoint's step and refuses a log or a checkpoint of
-another run in its --out (dropping those lines would lose another run's record; keeping them
-would make the log lie about this one).
-
 Crashes: a kill -9 at any moment loses at most the steps since the last checkpoint. The
 checkpoint is replaced by `atomic_dir`; a kill between its two renames leaves the previous one
 as `.checkpoint.old.<pid>`, which `load_trainer_state` (and the next save) puts back.
@@ -42,25 +34,22 @@ from __future__ import annotations
 import json
 import pickle
 import random
-import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import __version__
-from .files import UserError, atomic_dir, atomic_write_json, recover_dir, remove_dir
+from minihbt import __version__
+from minihbt.io.files import UserError, atomic_dir, atomic_write_json, recover_dir
 
 TRAINER_JSON, TRAINER_PT = "trainer.json", "trainer.pt"
-LOG = "log.jsonl"  # train.py's log in --out
 
 
 def code_version() -> dict:
     """The minihbt version and, when run from a git checkout, its commit (+ "-dirty")."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout: minihbt/io/ -> ..
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip() or None
@@ -134,7 +123,6 @@ def load_trainer_state(path: str | Path, rank: int = 0) -> dict:
         state = json.loads((path / TRAINER_JSON).read_text())
         tensors = torch.load(path / TRAINER_PT, map_location="cpu", weights_only=True)
         state["optimizer"] = tensors["optimizer"]
-        state.setdefault("world_size", 1)  # checkpoints from before data-parallel training
         own = tensors["rank_rngs"][rank] if "rank_rngs" in tensors and rank < state["world_size"] else \
             {"torch": tensors["torch_rng"], "cuda": tensors["cuda_rng"]}
         state["rng"] = {**own, "python": state.pop("python_rng"), "numpy": state.pop("numpy_rng")}
@@ -143,68 +131,3 @@ def load_trainer_state(path: str | Path, rank: int = 0) -> dict:
     except (KeyError, TypeError) as e:
         raise UserError(f"--resume {path}: incomplete checkpoint (missing or malformed {e})") from None
     return state
-
-
-# ----------------------------------------------------------------------------- runs never mix
-
-def new_run_id() -> str:
-    """A random id for a fresh run (it names the run; it seeds nothing, so results stay seeded)."""
-    return uuid.uuid4().hex[:12]
-
-
-def _previous_run(out: Path) -> list[Path]:
-    """What a training run leaves in `out`: its checkpoint directories (checkpoint/, and any other
-    checkpoint* such as the best one), old copies of them that a killed save left, log.jsonl."""
-    if not out.is_dir():
-        return []
-    dirs = [p for p in out.glob("checkpoint*") if p.is_dir()]
-    old = [p for p in out.glob(".checkpoint*.old.*") if re.fullmatch(r"\.checkpoint.*\.old\.\d+", p.name)]
-    return sorted(dirs + old) + [p for p in [out / LOG] if p.exists()]
-
-
-def refuse_previous_run(out: Path) -> None:
-    """A fresh run's check of its --out: no checkpoint, no interrupted save of one, no log."""
-    if left := _previous_run(out):
-        raise UserError(f"--out {out}: holds a previous run ({', '.join(p.name for p in left)}); continue it with "
-                        f"--resume {out / 'checkpoint'}, replace it with --overwrite, or choose another --out")
-
-
-def clear_previous_run(out: Path) -> None:
-    """--overwrite: the previous run's checkpoints and log go before the first step (checkpoints
-    first: a crash in between leaves a log without a checkpoint, which the next run refuses again)."""
-    for p in _previous_run(out):
-        if p.name == LOG:
-            p.unlink()
-        else:  # an old copy `.<name>.old.<pid>` goes with its directory <name>
-            remove_dir(out / re.sub(r"^\.(.*)\.old\.\d+$", r"\1", p.name))
-
-
-def resumed_log(ckpt_dir: Path, log_path: Path, run_id: str | None, step: int) -> list[str]:
-    """The log.jsonl lines a run resumed at `step` keeps: its own lines up to `step`. Its later
-    lines (steps that will be redone) and a line cut short by a kill are dropped. A line of
-    another run, or a checkpoint of another run in `ckpt_dir` (which the next save would
-    replace), is a UserError: this --out belongs to another run."""
-    state = ckpt_dir / TRAINER_JSON
-    if state.is_file():
-        try:
-            other = json.loads(state.read_text())["provenance"].get("run_id")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            other = "unknown"
-        if other != run_id:
-            raise UserError(f"--out {ckpt_dir.parent}: {ckpt_dir} is run {other}, not the resumed run {run_id}, "
-                            "and would be replaced at the next save; give another --out")
-    if not log_path.is_file():
-        return []
-    kept = []
-    for n, line in enumerate(log_path.read_text().splitlines(), 1):
-        try:
-            entry = json.loads(line)
-            this_step, this_run = entry["step"], entry.get("run")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            continue  # cut short by a kill while it was written
-        if this_run != run_id:
-            raise UserError(f"{log_path}:{n}: a line of run {this_run}, but the resumed checkpoint is run {run_id}; "
-                            "the log belongs to another run: move it aside or give another --out")
-        if this_step <= step:
-            kept.append(line)
-    return kept

@@ -1,4 +1,4 @@
-"""minihbt.downstream_eval and `eval.py --dataset xnli|tydiqa|sib-200|tatoeba`: what is encoded, with
+"""minihbt.downstream.suite and `eval.py --dataset xnli|tydiqa|sib-200|tatoeba`: what is encoded, with
 which kind, cached, the results schema, seen languages from provenance, and bad files through
 eval.py (exit 2, one line, nothing written to the embedding cache)."""
 import hashlib
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minihbt import artifacts, downstream_eval as de
-from minihbt.files import run_cli
+from minihbt.io import artifacts
+from minihbt.downstream import suite as de
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_BERT = ROOT / "tests" / "golden" / "tiny-bert"
@@ -132,7 +132,7 @@ BAD = {"xnli": ("test-sw.jsonl", '{"premise": "p", "hypothesis": "h", "label": 7
 
 @pytest.mark.parametrize("task", sorted(BAD))
 def test_bad_file_through_eval_py_exits_2_with_one_line(task, tmp_path, cache, monkeypatch, capsys):
-    import eval as eval_cli
+    from conftest import cli
 
     if artifacts.mirror_dir() is None:
         pytest.skip("needs the data mirror ($MINIHBT_MIRROR) to assemble a mirror with one bad file")
@@ -152,9 +152,8 @@ def test_bad_file_through_eval_py_exits_2_with_one_line(task, tmp_path, cache, m
             (tmp_path / "mirror" / dataset / f).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / "mirror" / dataset / f).symlink_to(src)
     monkeypatch.setenv("MINIHBT_MIRROR", str(tmp_path / "mirror"))
-    with pytest.raises(SystemExit) as e:
-        run_cli(eval_cli.main, ["--dataset", task, "--model", str(TINY_BERT), "--limit", "3", "--quiet"])
-    assert e.value.code == 2
+    code = cli("eval.py", ["--dataset", task, "--model", str(TINY_BERT), "--limit", "3", "--quiet"])
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not (cache / "embeddings").exists() or not any((cache / "embeddings").iterdir())

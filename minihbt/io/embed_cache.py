@@ -30,8 +30,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from minihbt.artifacts import cache_dir
-from minihbt.files import UserError, atomic_write_bytes
+from minihbt.io.artifacts import cache_dir
+from minihbt.io.files import UserError, atomic_write_bytes
 
 # The code that turns texts into embeddings. Its source is hashed into every key: a version
 # constant would have to be bumped by hand after each numeric fix to the tokenizer, the
@@ -39,7 +39,7 @@ from minihbt.files import UserError, atomic_write_bytes
 # silently. The hash changes by itself; an edit that leaves the numbers alone (a comment) costs
 # one re-encoding, never a wrong number. (The weights, pooling, prefixes and precision are in the
 # model's fingerprint, which callers put in `key`.)
-ENCODING_CODE = ("tokenizer.py", "transformer.py", "text_encoder.py", "embed_cache.py")
+ENCODING_CODE = ("tokenizer.py", "transformer.py", "text_encoder.py", "io/embed_cache.py")  # under minihbt/
 
 
 def source_hash(paths: Iterable[Path]) -> str:
@@ -49,7 +49,7 @@ def source_hash(paths: Iterable[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-CODE_VERSION = source_hash(Path(__file__).with_name(f) for f in ENCODING_CODE)
+CODE_VERSION = source_hash(Path(__file__).resolve().parent.parent / f for f in ENCODING_CODE)
 
 
 def _torch_version() -> str:

@@ -43,16 +43,21 @@ Contract (cfg: eval.py's EvalConfig; reads model, batch_size, max_len, progress)
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
+import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 
-from minihbt import shards
-from minihbt.artifacts import cache_dir
-from minihbt.beir import Collection
-from minihbt.embed_cache import encode_cached
-from minihbt.files import UserError, atomic_write_bytes
+from minihbt.beir import collection, shards
+from minihbt.beir.collection import Collection
+from minihbt.io.artifacts import cache_dir
+from minihbt.io.embed_cache import encode_cached
+from minihbt.io.files import UserError, atomic_write_bytes
+from minihbt.lareqa_eval import model_for
 
 RUN_DEPTH = 100
 MEASURES = ("ndcg@10", "recall@100", "mrr@10", "map")
@@ -163,3 +168,29 @@ def table(out: dict) -> str:
     names = ["nDCG@10", "Recall@100", "MRR@10", "MAP"]
     return "\n".join([head, "".join(f"{n:>12}" for n in names),
                       "".join(f"{out['metrics'][m]:12.4f}" for m in MEASURES)])
+
+
+def run(cfg, encoder=None) -> dict:
+    """eval.py on a BEIR or MIRACL directory (cfg: a minihbt.config.EvalConfig): read and check it
+    all, then load the model, encode (sharded, cached), score; with cfg.run_out, the TREC run file."""
+    t0 = time.perf_counter()
+    if cfg.langs is not None or cfg.context:
+        raise UserError(f"--langs and --context apply to LAReQA datasets, not to the collection {cfg.dataset}")
+    if cfg.limit is not None:
+        raise UserError("--limit applies to the downstream tasks (xnli, tydiqa, sib-200, tatoeba) only")
+    if cfg.run_out:
+        parent = Path(cfg.run_out).resolve().parent
+        if Path(cfg.run_out).is_dir() or not (parent.is_dir() and os.access(parent, os.W_OK)):
+            raise UserError(f"--run-out {cfg.run_out}: expected a file name in a writable directory")
+    with warnings.catch_warnings(record=True) as caught:  # data warnings as one line each
+        warnings.simplefilter("always", collection.DataWarning)
+        coll = collection.load(cfg.dataset, cfg.split)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    enc, seen = model_for(cfg, encoder)
+    Q, store = encode(enc, coll, cfg)
+    measures, (scores, indices) = evaluate(coll, Q, store, RUN_DEPTH if cfg.run_out else 0)
+    if cfg.run_out:
+        write_run(cfg.run_out, coll, scores, indices)
+        print(f"wrote {cfg.run_out}", file=sys.stderr)
+    return report(coll, measures, cfg, zero_shot=not seen, seconds=time.perf_counter() - t0)

@@ -1,13 +1,13 @@
-"""minihbt.beir: the BEIR and MIRACL layouts as distributed, and one-line errors for bad files."""
+"""minihbt.beir.collection: the BEIR and MIRACL layouts as distributed, and one-line errors for bad files."""
 import json
 import warnings
 from pathlib import Path
 
 import pytest
 
-from minihbt import beir
-from minihbt.artifacts import DataWarning
-from minihbt.files import UserError
+from minihbt.beir import collection as beir
+from minihbt.io.artifacts import DataWarning
+from minihbt.io.files import UserError
 
 CORPUS = [{"_id": "d1", "title": "Kiel", "text": "Kiel lies on the Baltic.", "metadata": {"url": "x"}},
           {"_id": "d2", "title": "", "text": "Bonn lies on the Rhine."},

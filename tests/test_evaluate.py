@@ -1,4 +1,4 @@
-"""minihbt.beir_eval: trec_eval's measures (pytrec_eval goldens from tools/gen_beir_golden.py), the
+"""minihbt.beir.evaluate: trec_eval's measures (pytrec_eval goldens from tools/gen_beir_golden.py), the
 TREC run file read back by pytrec_eval, the MIRACL layout, and the LAReQA cross-check: XQuAD-R en
 written as a BEIR directory gives the LAReQA path's mono mAP."""
 import hashlib
@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minihbt import beir, beir_eval, lareqa, lareqa_eval, shards
-from minihbt.files import UserError
+from minihbt import lareqa, lareqa_eval
+from minihbt.beir import collection as beir
+from minihbt.beir import evaluate as beir_eval
+from minihbt.beir import shards
+from minihbt.io.files import UserError
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "beir_golden.json").read_text())
 

@@ -1,4 +1,4 @@
-"""minihbt.train_step: the learning-rate schedule and AdamW's parameter groups worked by hand, and
+"""minihbt.step: the learning-rate schedule and AdamW's parameter groups worked by hand, and
 the texts of a batch. The step's loss and gradients (whole batch, GradCache, several processes)
 are checked against references in test_parallel.py; the loop around it in test_train.py."""
 import os
@@ -9,21 +9,22 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
-from minihbt import load_encoder, train_step
+from minihbt.config import TrainConfig
+from minihbt import load_encoder
+from minihbt import step as train_step
 from minihbt.sampler import Batch
 
 
 def test_learning_rate_schedule_by_hand():
-    cfg = train.TrainConfig(lr=1.0, warmup=2, max_steps=5)
+    cfg = TrainConfig(lr=1.0, warmup=2, max_steps=5)
     assert [train_step.lr_at(s, cfg) for s in range(1, 6)] == pytest.approx([0.5, 1.0, 1.0, 2 / 3, 1 / 3])
-    assert train.TrainConfig(max_steps=300).warmup == 30
+    assert TrainConfig(max_steps=300).warmup == 30
 
 
 def test_weight_decay_on_matrices_only():
     model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
     model[2].bias.requires_grad_(False)  # frozen parameters are left out
-    opt = train_step.make_optimizer(model, train.TrainConfig(lr=0.5, weight_decay=0.01))
+    opt = train_step.make_optimizer(model, TrainConfig(lr=0.5, weight_decay=0.01))
     decay, no_decay = opt.param_groups
     assert [p.shape for p in decay["params"]] == [(5, 3), (2, 3)] and decay["weight_decay"] == 0.01
     assert [p.shape for p in no_decay["params"]] == [(2,), (2,)] and no_decay["weight_decay"] == 0.0
@@ -35,10 +36,12 @@ def test_batch_texts_take_each_side_in_its_language():
     class Ex:
         def __init__(self, lang, gid):
             self.question, self.sentence = f"q {gid} {lang}", f"s {gid} {lang}"
+            self.sid = self.sentence
 
     groups = {"d": {g: {l: Ex(l, g) for l in ("de", "en")} for g in ("g1", "g2")}}
     batch = Batch(kind="cross", dataset="d", groups=["g2", "g1"], pairs=[("de", "en"), ("en", "de")])
-    assert train_step.batch_texts(batch, groups) == (["q g2 de", "q g1 en"], ["s g2 en", "s g1 de"])
+    x = train_step.inputs(batch, groups["d"])
+    assert (x.queries, x.passages) == (["q g2 de", "q g1 en"], ["s g2 en", "s g1 de"])
 
 
 # --- the AdamW implementations, allocation, bf16 ----------------------------------------------
@@ -62,7 +65,7 @@ def adamw_steps(impl: str | None, steps: int = 5, lr: float = 1e-2, weight_decay
         opt = torch.optim.AdamW(adamw_reference_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999),
                                 eps=1e-8, foreach=False)
     else:
-        opt = train_step.make_optimizer(model, train.TrainConfig(lr=lr, weight_decay=weight_decay, adamw=impl))
+        opt = train_step.make_optimizer(model, TrainConfig(lr=lr, weight_decay=weight_decay, adamw=impl))
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
         for p in model.parameters():
@@ -91,7 +94,7 @@ def test_adamw_update_by_hand():
     lr, wd, (b1, b2), eps = 1e-2, 0.1, (0.9, 0.999), 1e-8
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
     w0 = model[0].weight.detach().double().clone()
-    opt = train_step.make_optimizer(model, train.TrainConfig(lr=lr, weight_decay=wd))
+    opt = train_step.make_optimizer(model, TrainConfig(lr=lr, weight_decay=wd))
     w, m, v = w0, torch.zeros_like(w0), torch.zeros_like(w0)
     g = torch.Generator().manual_seed(1)
     for t in range(1, 4):
@@ -106,8 +109,9 @@ def test_adamw_update_by_hand():
 
 STEPS = """
 import hashlib, resource, sys, torch
-import train
-from minihbt import load_encoder, train_step
+from minihbt.config import TrainConfig
+from minihbt import load_encoder
+from minihbt import step as train_step
 kept = train_step.keep_freed_memory() if sys.argv[1] == "keep" else None
 def faults_of_64mb_blocks(rounds=8, last=3):
     # a "step" that allocates and frees three 64 MB blocks; the heap settles within ~4 rounds
@@ -119,13 +123,13 @@ def faults_of_64mb_blocks(rounds=8, last=3):
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r
 faults = faults_of_64mb_blocks()
 torch.manual_seed(0)
-cfg = train.TrainConfig(batch_size=3, lr=1e-3)
+cfg = TrainConfig(batch_size=3, lr=1e-3)
 enc = load_encoder(sys.argv[2]); enc.model.train()
 embed, opt = train_step.make_embed(enc, cfg), train_step.make_optimizer(enc.model, cfg)
 q, p = ["Where is the red cat?", "Wo ist die Katze?", "Où est le chat?"], ["In Paris.", "In Rom.", "À Oslo."]
 losses = []
 for _ in range(3):
-    losses.append(train_step.loss_and_backward(enc, embed, q, p, cfg).item())
+    losses.append(train_step.loss_and_backward(enc, embed, train_step.Inputs(q, p), cfg).item())
     opt.step(); opt.zero_grad(set_to_none=True)
 h = hashlib.sha256(b"".join(v.numpy().tobytes() for v in enc.model.state_dict().values())).hexdigest()
 print(kept, faults, h, losses)
@@ -152,13 +156,13 @@ def test_keep_freed_memory_reuses_pages_and_changes_no_value():
 
 def test_bf16_step_is_close_to_fp32():
     """The CPU bf16 path of train.py's step; tolerances as the CUDA test in test_parallel.py."""
-    cfg = train.TrainConfig()
+    cfg = TrainConfig()
     q, p = ["Where is the red cat?", "Wo ist die Katze?", "Où est le chat?"], ["In Paris.", "In Rom.", "À Oslo."]
     out = {}
     for dtype in ("fp32", "bf16"):
         enc = load_encoder(TINY_BERT, dtype=dtype)
         enc.model.eval()  # the same function on both sides: no dropout
-        loss = train_step.loss_and_backward(enc, train_step.make_embed(enc, cfg), q, p, cfg)
+        loss = train_step.loss_and_backward(enc, train_step.make_embed(enc, cfg), train_step.Inputs(q, p), cfg)
         out[dtype] = loss, torch.cat([w.grad.flatten() for w in enc.model.parameters() if w.grad is not None])
         assert loss.dtype == torch.float32 and out[dtype][1].dtype == torch.float32
     assert out["bf16"][0].item() != out["fp32"][0].item()  # bf16 did run
@@ -176,8 +180,8 @@ def test_batch_negatives_mask_false_negatives_and_empty_slots():
                     "g3": {"en": Example("q3", "T", "", "t")}}}
     batch = Batch("mono", "d", ["g1", "g2", "g3"], [("en", "en")] * 3, [[("n1", "N1")], [None], [None]])
     for mode in ("mask", "keep"):
-        cfg = train.TrainConfig(false_negatives=mode)
-        hard, mask, n_false = train_step.batch_negatives(batch, groups, cfg)
+        x = train_step.inputs(batch, groups["d"], mode == "mask")
+        hard, mask, n_false = x.hard, x.mask, x.false_negatives
         assert hard == ["N1", None, None] and n_false == 2  # (g1, column 1) and (g2, column 0)
         expected = torch.zeros(3, 6, dtype=torch.bool)
         expected[:, [4, 5]] = True  # the two empty slots, for every query
@@ -185,4 +189,5 @@ def test_batch_negatives_mask_false_negatives_and_empty_slots():
             expected[0, 1] = expected[1, 0] = True
         assert torch.equal(mask, expected), mode
     plain = Batch("mono", "d", ["g1", "g3"], [("en", "en")] * 2)  # no hard negatives, nothing shared
-    assert train_step.batch_negatives(plain, groups, train.TrainConfig()) == ([], None, 0)
+    x = train_step.inputs(plain, groups["d"])
+    assert (x.hard, x.mask, x.false_negatives) == ([], None, 0)

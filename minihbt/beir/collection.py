@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minihbt.artifacts import DataWarning
-from minihbt.files import UserError
+from minihbt.io.artifacts import DataWarning
+from minihbt.io.files import UserError
 
 BEIR_QRELS_HEADER = ["query-id", "corpus-id", "score"]
 

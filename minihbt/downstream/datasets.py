@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minihbt.artifacts import fetch
-from minihbt.files import UserError, nonblank_text as _text
+from minihbt.io.artifacts import fetch
+from minihbt.io.files import UserError, nonblank_text as _text
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")  # label i is NLI_LABELS[i]
 XNLI_TEST_LANGS = ["ar", "de", "en", "es", "fr", "hi", "sw", "tr", "ur", "vi", "zh"]

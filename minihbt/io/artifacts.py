@@ -32,9 +32,9 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from minihbt.files import UserError, publish, sha256_file
+from minihbt.io.files import UserError, publish, sha256_file
 
-MANIFEST_PATH = Path(__file__).resolve().parent / "data_manifest.json"
+MANIFEST_PATH = Path(__file__).resolve().parent.parent / "data_manifest.json"
 
 
 class DataWarning(UserWarning):
