@@ -172,7 +172,8 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--context", action="store_true", help="append the paragraph to each candidate sentence")
     p.add_argument("--allow-seen", action="store_true", help="evaluate a model whose provenance lists this dataset")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    p.add_argument("--limit", type=int, help="downstream tasks: only the first N rows of every file (quick runs)")
+    p.add_argument("--limit", type=int, help="downstream tasks: only the first N rows of every file "
+                   "(of each label in a probe's training file; quick runs)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                    help="fp32 (default), or bf16 autocast: faster only on bf16 hardware (bench/README.md)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
