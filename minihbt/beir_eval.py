@@ -28,8 +28,11 @@ its numbers, can differ from eval.py's; without exact ties they agree (tested wi
 trec_eval's map on this file is MAP@RUN_DEPTH, not the full-depth MAP above.
 
 Embeddings: the corpus goes into a shard store (minihbt.shards) in <cache>/embeddings, keyed by
-the model fingerprint, the corpus file's sha256 and max_len; a stopped encoding resumes at the
-first unfinished shard. Queries are cached by minihbt.embed_cache.
+the model fingerprint, the corpus file's sha256, max_len, and what every embedding cache key has
+(embed_cache.code_key: the encoding code's source hash, the torch version, the device type) plus
+the encoder's dtype, so a numeric fix, a torch upgrade, --device or --dtype never reuses old
+shards; a stopped encoding resumes at the first unfinished shard. Queries are cached by
+minihbt.embed_cache.
 
 Contract (cfg: eval.py's EvalConfig; reads model, batch_size, max_len, progress)
     trec_measures(ranks, gains) -> {"ndcg@10", "recall@100", "mrr@10", "map": float64 (n,)}
@@ -51,7 +54,7 @@ import numpy as np
 from minihbt import shards
 from minihbt.artifacts import cache_dir
 from minihbt.beir import Collection
-from minihbt.embed_cache import encode_cached
+from minihbt.embed_cache import code_key, encode_cached
 from minihbt.files import UserError, atomic_write_bytes
 
 RUN_DEPTH = 100
@@ -106,7 +109,8 @@ def encode(enc, coll: Collection, cfg, shard_rows: int = shards.SHARD_ROWS) -> t
     qids, texts = list(coll.queries), list(coll.queries.values())
     Q = encode_cached(enc, texts, "query", (model_fp, "beir-queries", _sha(*qids, *texts), cfg.max_len),
                       f"{coll.name}-queries", cfg.batch_size, cfg.max_len, cfg.progress)
-    key = _sha(model_fp, coll.corpus.sha256, cfg.max_len, "passage")
+    # dtype: the fingerprint holds it too (for bf16), but the key should not rest on that detail.
+    key = _sha(model_fp, *code_key(enc), getattr(enc, "dtype", "fp32"), coll.corpus.sha256, cfg.max_len, "passage")
     path = cache_dir() / "embeddings" / f"{coll.name}-corpus-{key[:24]}"
     if cfg.progress:
         print(f"corpus: {len(coll.corpus)} passages into {path}", file=sys.stderr)
