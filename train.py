@@ -90,7 +90,7 @@ from minihbt.checkpoint import (clear_previous_run, code_version, load_trainer_s
 from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
 from minihbt.lareqa import LANGS, TRAIN_LANGS, dataset_fingerprint, load_groups
 from minihbt.loss import DEFAULT_TEMPERATURE
-from minihbt.sampler import SAMPLERS, HybridSampler, false_negatives
+from minihbt.sampler import SAMPLERS, HybridSampler, TooFewGroups, false_negatives
 from minihbt.text_encoder import DTYPES
 from minihbt.train_step import (ADAMW, batch_negatives, batch_texts, keep_freed_memory, loss_and_backward, lr_at,
                                 make_embed, make_optimizer)
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         groups, valsets = hold_out(groups, langs, cfg.val_fraction)
     try:
         sampler = HybridSampler(groups, cfg.langs, cfg.batch_size, cfg.sampler, cfg.alpha, cfg.seed, cfg.hard_negatives)
-    except UserError as e:
+    except TooFewGroups as e:  # only a pool-size refusal depends on what validation holds out
         if not valsets:
             raise
         raise UserError(f"{e}; --val-fraction {cfg.val_fraction} of the groups are held out for validation") from None
