@@ -13,7 +13,8 @@ is one `eval.py --dataset <task> --model <dir> --out docs/downstream/<task>__<mo
 a JSON that exists is not redone, so the command resumes where it stopped. The protocol is
 minihbt/downstream.py's. The tables between the markers in docs/DOWNSTREAM.md and
 docs/downstream.png are built from those JSON files alone, the paired differences (hybrid minus
-X-X, ...: same seed, same test rows) from their per-row values with minihbt.paired.
+X-X, ...: same seed, same test rows) from their per-row values with minihbt.paired, the item as
+the unit where the languages' test rows are parallel (paired.TASK_ITEMS: XNLI, SIB-200).
 """
 from __future__ import annotations
 
@@ -173,7 +174,7 @@ def differences(runs: dict, a: str, b: str, train: str, task: str) -> dict[str, 
         langs["unseen"] = [l for l in va if l not in langs["seen"]]
         for split, ls in langs.items():
             if ls:
-                out[split].append(paired.difference(va, vb, ls))
+                out[split].append(paired.difference(va, vb, ls, items=paired.TASK_ITEMS[task]))
     return out
 
 
@@ -194,7 +195,9 @@ def difference_table() -> list[str]:
     cols = [(c, t) for c, t, _ in SPLIT_COLUMNS]
     out = ["", "### Paired differences: same seed, same test rows\n",
            "Difference of the macro means (first model minus second), ± 1.96 standard errors from the "
-           "test rows (minihbt.paired: the noise of the test sample, not of training); bold where the "
+           "test rows (minihbt.paired: the noise of the test sample, not of training; XNLI and SIB-200 rows "
+           "are parallel across languages, so their unit is the item, TyDi QA and Tatoeba rows are "
+           "independent per language); bold where the "
            "difference is outside that interval. With several seeds: the mean over seeds and the sd "
            "of the per-seed differences (the seed spread).\n",
            "| models | seeds | " + " | ".join(f"{c} {s}" for c, _ in cols for s in ("all", "seen", "unseen")) + " |",

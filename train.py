@@ -21,7 +21,7 @@ from minihbt import jsonl_groups, load_encoder, parallel
 from minihbt.config import TrainConfig, train_args
 from minihbt.io import checkpoint, runs
 from minihbt.io.files import UserError, run_cli
-from minihbt.sampler import HybridSampler
+from minihbt.sampler import HybridSampler, TooFewGroups
 from minihbt.step import describe, inputs, keep_freed_memory, loss_and_backward, lr_at, make_embed, make_optimizer
 from minihbt.validation import hold_out
 
@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     try:
         sampler = HybridSampler(groups, cfg.langs, cfg.batch_size, cfg.sampler, cfg.alpha, cfg.seed,
                                 cfg.hard_negatives)
-    except UserError as e:
-        if not valsets or "is larger than" not in str(e):  # too few groups: say some are held out
+    except TooFewGroups as e:  # only a pool-size refusal depends on what validation holds out
+        if not valsets:
             raise
         raise UserError(f"{e}; --val-fraction {cfg.val_fraction} of the groups are held out for validation") from None
     if state is not None:

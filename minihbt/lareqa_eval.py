@@ -143,7 +143,7 @@ def _summary(rows: dict[str, Scores], field: str, per: str) -> dict:
 
 
 def report(ds: LAReQA, res: dict, cfg, zero_shot: bool, seconds: float) -> dict:
-    """The JSON results object (schema of issue 5; NaN, e.g. an empty pair, is null)."""
+    """The JSON results object (NaN, e.g. an empty pair, is null)."""
     mono, cross, multi = res["mono"], res["cross"], res["multi"]
     return {
         "dataset": ds.name,

@@ -62,6 +62,13 @@ import numpy as np
 from minihbt.config import SAMPLERS
 from minihbt.io.files import UserError
 
+
+
+class TooFewGroups(UserError):
+    """--batch-size exceeds a pool of groups: the one refusal that depends on how much data is left
+    (train.py adds how much validation holds out; a bad flag value is a plain UserError)."""
+
+
 Slot = tuple[Hashable, str] | None  # a hard negative (sentence id, text), or an empty slot
 
 
@@ -142,12 +149,12 @@ class HybridSampler:
             if self.sampler != "xy":
                 for lang, pool in self.mono_pool[name].items():
                     if len(pool) < b:
-                        raise UserError(
+                        raise TooFewGroups(
                             f"--batch-size {b} is larger than the {len(pool)} groups of {name} in {lang} "
                             f"(an X-X batch needs {b} distinct groups in one language)"
                         )
             if self.sampler != "xx" and len(self.cross_pool[name]) < b:
-                raise UserError(
+                raise TooFewGroups(
                     f"--batch-size {b} is larger than the {len(self.cross_pool[name])} groups of {name} "
                     f"with two or more training languages (an X-Y batch needs {b} distinct ones)"
                 )

@@ -152,3 +152,17 @@ def test_kill_9_at_any_moment_loses_only_unsaved_steps_and_resume_is_exact(data,
     assert losses == [json.loads(l)["loss"] for l in reference]  # bit-identical
     assert newest_step(ckpt) == steps
     assert not [q.name for q in cut.iterdir() if q.name.startswith(".")]  # nothing left behind
+
+
+def test_a_trainer_pt_beyond_tensors_is_one_line_through_the_cli(tmp_path, capsys):
+    """torch.load(weights_only=True)'s refusal was 4-5 lines; now one, naming trainer.pt."""
+    from test_hf_format import Pickled
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    (ckpt / TRAINER_JSON).write_text(json.dumps({"step": 3}))
+    torch.save({"optimizer": {}, "torch_rng": torch.get_rng_state(), "x": Pickled(tmp_path / "ran")}, ckpt / TRAINER_PT)
+    code = cli("train.py", ["--resume", str(ckpt)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: --resume {ckpt / TRAINER_PT}: not a weights-only checkpoint (it pickles ")
+    assert "it was not unpickled" in err and not (tmp_path / "ran").exists()

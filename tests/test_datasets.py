@@ -55,10 +55,26 @@ def test_tatoeba_counts():
 
 def test_limit_keeps_the_first_rows():
     full, short = dd.load_xnli(), dd.load_xnli(limit=7)
-    assert short.test["de"].premise == full.test["de"].premise[:7] and len(short.train.label) == 7
+    assert short.test["de"].premise == full.test["de"].premise[:7] and short.test["de"].label.size == 7
     t = dd.load_tydiqa(limit=5)["fi"]
     assert len(t.questions) == 5 and len(t.contexts) <= 5
     assert len(dd.load_tatoeba(limit=3)["zh"].eng) == 3
+
+
+def test_limit_cuts_the_probe_training_files_per_label():
+    """train-en.jsonl is sorted by label (3,000 entailment first): its first N rows would be one class."""
+    full, short = dd.load_xnli(), dd.load_xnli(limit=100)
+    assert np.bincount(short.train.label).tolist() == [100, 100, 100]
+    for k in range(3):  # the first 100 rows of each label, in file order
+        first = np.flatnonzero(full.train.label == k)[:100]
+        assert short.train.premise[100 * k:100 * (k + 1)] == [full.train.premise[i] for i in first]
+    assert dd.load_xnli(limit=1).train.label.tolist() == [0, 1, 2]
+    labels, sib = dd.load_sib(limit=5)
+    for lang, splits in sib.items():  # SIB-200 train is not sorted, but its first rows miss classes too
+        assert np.bincount(splits["train"].label, minlength=len(labels)).tolist() == [5] * len(labels), lang
+        assert splits["test"].label.size == 5
+    assert dd.first_per_label(np.array([2, 0, 0, 2, 1, 0]), 1).tolist() == [0, 1, 4]
+    assert dd.first_per_label(np.array([2, 0]), None).tolist() == [0, 1]
 
 
 # ----------------------------------------------------------------------------- formats by hand

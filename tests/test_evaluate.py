@@ -199,3 +199,32 @@ def test_xquad_r_as_beir_gives_the_lareqa_mono_map(tmp_path, cache):
     assert len(coll.queries) == 1190 and len(coll.corpus) == 1180
     assert float(np.mean(measures["map"])) == pytest.approx(lareqa_map, abs=1e-9)
     assert 0.0 < lareqa_map < 0.1  # random vectors: near chance, and not degenerate
+
+
+def test_corpus_store_key_holds_the_encoding_code_torch_device_and_dtype(tmp_path, cache, monkeypatch):
+    """The corpus store was keyed by model, corpus and max_len only: after a fix to the encoding
+    code, a torch upgrade, --device cuda or --dtype bf16 the queries were encoded again (their key
+    is embed_cache's) but the old corpus shards were read back, silently."""
+    import torch
+
+    from minihbt.io import embed_cache
+    root, enc = golden_collection(tmp_path / "golden")
+    _, first, _ = run_protocol(root, enc)
+    stores = lambda: sorted(p.name for p in (cache / "embeddings").glob("golden-corpus-*"))  # noqa: E731
+    assert len(stores()) == 1 and enc.encoded == [("query", 16), ("passage", 150)]
+
+    def corpus_encoded_again() -> bool:
+        enc.encoded.clear()
+        _, again, _ = run_protocol(root, enc)
+        assert all((first[m] == again[m]).all() for m in first)
+        return ("passage", 150) in enc.encoded
+
+    monkeypatch.setattr(embed_cache, "CODE_VERSION", "after-a-fix")
+    assert corpus_encoded_again() and len(stores()) == 2
+    monkeypatch.setattr(embed_cache, "_torch_version", lambda: "99.0")
+    assert corpus_encoded_again() and len(stores()) == 3
+    enc.device = torch.device("cuda", 0)
+    assert corpus_encoded_again() and len(stores()) == 4
+    enc.dtype = "bf16"
+    assert corpus_encoded_again() and len(stores()) == 5
+    assert not corpus_encoded_again() and len(stores()) == 5  # nothing changed: read back

@@ -110,3 +110,28 @@ def test_save_round_trip_and_peer_libraries(tmp_path, kind):
     st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is an optional (golden) extra")
     peer = st.SentenceTransformer(str(out), device="cpu").encode(TEXTS, prompt_name="query")
     np.testing.assert_allclose(peer, E, atol=1e-5)
+
+
+class Pickled:
+    """An object whose unpickling runs code: os.makedirs(marker). weights_only=True must not build it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.makedirs, (str(self.marker),)
+
+
+def test_a_pickle_beyond_tensors_is_one_line_through_the_cli(tmp_path, capsys):
+    """torch's refusal was 4-5 lines (advising weights_only=False); now one line naming the file."""
+    from conftest import cli
+    d = copy_tiny("bert", tmp_path / "m")
+    sd = load_file(d / "model.safetensors")
+    (d / "model.safetensors").unlink()
+    torch.save({**sd, "extra": Pickled(tmp_path / "ran")}, d / "pytorch_model.bin")
+    code = cli("eval.py", ["--dataset", "tatoeba", "--limit", "3", "--model", str(d), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{d / 'pytorch_model.bin'}: not a weights-only checkpoint (it pickles " in err
+    assert "it was not unpickled" in err and not (tmp_path / "ran").exists()

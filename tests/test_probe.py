@@ -106,3 +106,14 @@ def test_non_convergence_is_reported():
 def test_bad_labels_refused(y, match):
     with pytest.raises(ValueError, match=match):
         probe.fit(np.ones((4, 2)), np.array(y))
+
+
+@pytest.mark.parametrize("y, K, missing", [([0, 0, 0, 0], 3, "classes 1, 2 of 0..2"),  # XNLI --limit before issue 25
+                                           ([0, 2, 2, 0], None, "class 1 of 0..2"),
+                                           ([0, 1, 2, 1], 4, "class 3 of 0..3")])
+def test_training_labels_missing_a_class_are_refused_in_one_line(y, K, missing):
+    """A class with no training row would be fitted as never-predicted and reported "converged"."""
+    from minihbt.io.files import UserError
+    with pytest.raises(UserError) as e:
+        probe.fit(np.random.default_rng(0).random((4, 2)), np.array(y), n_classes=K)
+    assert str(e.value).startswith(f"probe training labels miss {missing} (4 rows)") and "\n" not in str(e.value)

@@ -120,9 +120,14 @@ def row_values(result: dict, task: str) -> dict[str, np.ndarray]:
     return {l: np.array([float(x) for x in s]) for l, s in r["correct"].items()}
 
 
+PARALLEL = ("xnli", "sib-200")  # test sets whose rows are translations of one another, row for row
+
+
 def check_paired_against_json(text: str, results_dir) -> int:
-    """Recompute every paired cell: D = mean over languages of the mean row difference, SE =
-    sqrt(sum of the languages' variances of the mean) / L, seeds matched by file name."""
+    """Recompute every paired cell: D = mean over languages of the mean row difference; SE, where
+    the languages' rows are parallel (XNLI, SIB-200: row i the same item in every language), the sd
+    over items of the language-mean difference / sqrt(n), else (TyDi QA, Tatoeba) sqrt(sum of the
+    languages' variances of the mean) / L; seeds matched by file name."""
     files = {p.stem: json.loads(p.read_text()) for p in results_dir.glob("*.json")}
     checked = 0
     for name, cells in paired_rows(text).items():
@@ -143,8 +148,12 @@ def check_paired_against_json(text: str, results_dir) -> int:
                     if not langs:
                         continue
                     d = [np.mean(va[l] - vb[l]) for l in langs]
-                    var = [np.var(va[l] - vb[l], ddof=1) / len(va[l]) for l in langs]
-                    ds.append((sum(d) / len(langs), math.sqrt(sum(var)) / len(langs)))
+                    if task in PARALLEL:
+                        m = np.mean([va[l] - vb[l] for l in langs], axis=0)  # (n,) per item
+                        se = np.std(m, ddof=1) / math.sqrt(len(m))
+                    else:
+                        se = math.sqrt(sum(np.var(va[l] - vb[l], ddof=1) / len(va[l]) for l in langs)) / len(langs)
+                    ds.append((sum(d) / len(langs), se))
                 got = cells[1 + 3 * t_i + s_i]
                 if not ds:
                     assert got == "-", (name, task, split)

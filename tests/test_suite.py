@@ -77,7 +77,7 @@ def test_xnli_plumbing_schema_and_cache(cache):
     assert all(len(texts) == len(set(texts)) for _, texts in enc.calls)
     # the first 12 test rows are 4 premises x 3 hypotheses: each premise is encoded once
     assert len(enc.calls[1][1]) == 4 + 12
-    assert out["counts"]["train"] == 12 and out["counts"]["test"]["sw"] == 12 and out["counts"]["dev"]["th"] == 12
+    assert out["counts"]["train"] == 3 * 12 and out["counts"]["test"]["sw"] == 12  # train: 12 per label and out["counts"]["dev"]["th"] == 12
     assert set(out["accuracy"]["test"]["per_lang"]) == set(de.dd.XNLI_TEST_LANGS)
     assert set(out["accuracy"]["dev"]["per_lang"]) == set(de.dd.XNLI_DEV_LANGS)
     assert out["seen_from"] == "default" and out["seen_langs"] == de.TRAIN_LANGS
@@ -104,7 +104,7 @@ def test_sib_and_tatoeba_seen_languages_from_provenance(cache):
     assert out["seen_langs"] == ["en", "de", "vi"] and out["seen_from"] == "provenance"
     pl = out["accuracy"]["within"]["per_lang"]
     assert out["accuracy"]["within"]["seen"] == pytest.approx(np.mean([pl["en"], pl["de"], pl["vi"]]))
-    assert out["counts"]["train"]["zh"] == 12 and len(out["counts"]["labels"]) == 7
+    assert out["counts"]["train"]["zh"] == 7 * 12 and len(out["counts"]["labels"]) == 7  # 12 per label
     tat = run("tatoeba", FakeEncoder(prov), limit=5)
     assert set(tat["accuracy"]["mean"]["per_lang"]) == set(de.dd.TATOEBA_CODES)
     assert tat["counts"]["pairs"]["th"] == 5

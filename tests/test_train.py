@@ -343,3 +343,11 @@ def test_point04_bad_seed_is_one_line(data, tmp_path, capsys, seed):
     code = cli("train.py", args(data, tmp_path, "--seed", seed))
     assert code == 2
     assert capsys.readouterr().err == f"error: --seed: expected an integer in [0, 2**32), got {seed}\n"
+
+
+def test_alpha_out_of_range_names_only_alpha(data, tmp_path, capsys):
+    """The sampler's refusal of --alpha used to get "; --val-fraction 0.1 of the groups are held
+    out for validation" appended, a clause meant for --batch-size against the groups left."""
+    code = cli("train.py", args(data, tmp_path, "--alpha", "1.5"))
+    assert code == 2
+    assert capsys.readouterr().err == "error: --alpha: expected a probability in [0, 1], got 1.5\n"

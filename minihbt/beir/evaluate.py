@@ -5,7 +5,7 @@ collections are read the same way (minihbt/beir.py). Queries are encoded with th
 prefix, passages with its passage prefix; the score is the inner product of the embeddings.
 
 Measures, per query, with trec_eval's definitions (checked against pytrec_eval in
-tests/test_beir_eval.py); R = the query's relevant judged documents (grade >= 1), including
+tests/test_evaluate.py); R = the query's relevant judged documents (grade >= 1), including
 any missing from the corpus; r_1 < r_2 < ... the exact ranks of the relevant ones retrieved.
     nDCG@10     ndcg_cut_10: sum over r_i <= 10 of g_i / log2(1 + r_i), divided by the same sum
                 for the query's grades sorted in decreasing order (gain = the grade)
@@ -28,8 +28,11 @@ its numbers, can differ from eval.py's; without exact ties they agree (tested wi
 trec_eval's map on this file is MAP@RUN_DEPTH, not the full-depth MAP above.
 
 Embeddings: the corpus goes into a shard store (minihbt.shards) in <cache>/embeddings, keyed by
-the model fingerprint, the corpus file's sha256 and max_len; a stopped encoding resumes at the
-first unfinished shard. Queries are cached by minihbt.embed_cache.
+the model fingerprint, the corpus file's sha256, max_len, and what every embedding cache key has
+(embed_cache.code_key: the encoding code's source hash, the torch version, the device type) plus
+the encoder's dtype, so a numeric fix, a torch upgrade, --device or --dtype never reuses old
+shards; a stopped encoding resumes at the first unfinished shard. Queries are cached by
+minihbt.embed_cache.
 
 Contract (cfg: eval.py's EvalConfig; reads model, batch_size, max_len, progress)
     trec_measures(ranks, gains) -> {"ndcg@10", "recall@100", "mrr@10", "map": float64 (n,)}
@@ -55,7 +58,7 @@ import numpy as np
 from minihbt.beir import collection, shards
 from minihbt.beir.collection import Collection
 from minihbt.io.artifacts import cache_dir
-from minihbt.io.embed_cache import encode_cached
+from minihbt.io.embed_cache import code_key, encode_cached
 from minihbt.io.files import UserError, atomic_write_bytes
 from minihbt.lareqa_eval import model_for
 
@@ -111,7 +114,8 @@ def encode(enc, coll: Collection, cfg, shard_rows: int = shards.SHARD_ROWS) -> t
     qids, texts = list(coll.queries), list(coll.queries.values())
     Q = encode_cached(enc, texts, "query", (model_fp, "beir-queries", _sha(*qids, *texts), cfg.max_len),
                       f"{coll.name}-queries", cfg.batch_size, cfg.max_len, cfg.progress)
-    key = _sha(model_fp, coll.corpus.sha256, cfg.max_len, "passage")
+    # dtype: the fingerprint holds it too (for bf16), but the key should not rest on that detail.
+    key = _sha(model_fp, *code_key(enc), getattr(enc, "dtype", "fp32"), coll.corpus.sha256, cfg.max_len, "passage")
     path = cache_dir() / "embeddings" / f"{coll.name}-corpus-{key[:24]}"
     if cfg.progress:
         print(f"corpus: {len(coll.corpus)} passages into {path}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Readers of the downstream evaluation sets: XNLI, TyDi QA GoldP, SIB-200 and Tatoeba (issue 10).
+"""Readers of the downstream evaluation sets: XNLI, TyDi QA GoldP, SIB-200 and Tatoeba.
 
 Every file comes from `data_manifest.json` through `minihbt.artifacts.fetch` (cache -> mirror ->
 URL, sha256-checked, atomic), or from a path given to a `read_*` function. Rows are kept in file
@@ -21,7 +21,10 @@ Formats
   one sentence per line, line i of one translating line i of the other.
 
 Contract
-- `limit`: only the first N rows (questions, lines) of every file; None reads all.
+- `limit`: only the first N rows (questions, lines) of every file; None reads all. The files a
+  probe is trained on (XNLI train-en.jsonl, SIB-200 train.tsv) are cut per label instead: the
+  first N rows of each label, in file order (deterministic; train-en.jsonl is sorted by label, so
+  its first N rows would be one class only, and a probe needs every class).
 - A bad file is one `UserError` naming it and the 1-based line (or JSON path) of the first bad
   row: malformed JSON, a missing or mistyped field, an unknown label, a wrong column count, an
   empty text, an empty file, Tatoeba files of different lengths. Lines split on "\\n" only, so a
@@ -226,10 +229,27 @@ def read_squad_qa(path: Path, limit: int | None = None) -> QA:
 
 # ----------------------------------------------------------------------------- whole datasets
 
+def first_per_label(label: np.ndarray, limit: int | None) -> np.ndarray:
+    """The indices, in file order, of the first `limit` rows of each label (all rows for None)."""
+    keep = np.zeros(len(label), dtype=bool)
+    for k in np.unique(label):
+        keep[np.flatnonzero(label == k)[:limit]] = True
+    return np.flatnonzero(keep)
+
+
+def _nli_rows(d: NLI, idx: np.ndarray) -> NLI:
+    return NLI([d.premise[i] for i in idx], [d.hypothesis[i] for i in idx], d.label[idx])
+
+
+def _topic_rows(d: Topics, idx: np.ndarray) -> Topics:
+    return Topics([d.text[i] for i in idx], d.label[idx])
+
+
 def load_xnli(limit: int | None = None) -> XNLI:
     names = ["train-en.jsonl"] + [f"test-{l}.jsonl" for l in XNLI_TEST_LANGS] + [f"dev-{l}.tsv" for l in XNLI_DEV_LANGS]
     paths = fetch("xnli", names)
-    return XNLI(read_nli_jsonl(paths["train-en.jsonl"], limit),
+    train = read_nli_jsonl(paths["train-en.jsonl"])  # sorted by label: cut per label (Contract)
+    return XNLI(_nli_rows(train, first_per_label(train.label, limit)),
                 {l: read_nli_jsonl(paths[f"test-{l}.jsonl"], limit) for l in XNLI_TEST_LANGS},
                 {l: read_nli_tsv(paths[f"dev-{l}.tsv"], limit) for l in XNLI_DEV_LANGS})
 
@@ -249,7 +269,9 @@ def load_sib(limit: int | None = None) -> tuple[list[str], dict[str, dict[str, T
         own = read_labels(paths[f"{code}/labels.txt"])
         if own != labels:
             raise UserError(f"{paths[f'{code}/labels.txt']}: labels {own} differ from English's {labels}")
-        out[lang] = {s: read_topics(paths[f"{code}/{s}.tsv"], labels, limit) for s in ("train", "test")}
+        train = read_topics(paths[f"{code}/train.tsv"], labels)  # a probe's training set: cut per label
+        out[lang] = {"train": _topic_rows(train, first_per_label(train.label, limit)),
+                     "test": read_topics(paths[f"{code}/test.tsv"], labels, limit)}
     return labels, out
 
 

@@ -21,7 +21,8 @@ Contract
     fit(X (n, d), y (n,) ints in [0, K), C=1.0, tol=1e-6) -> Probe
     Probe.scores(X) -> float64 (n, K);  Probe.predict(X) -> int64 (n,), argmax, ties to the
     lower class;  Probe.accuracy(X, y) -> float.  `converged` is False (and `grad_max` says by
-    how much) if `max_iter` ran out first.
+    how much) if `max_iter` ran out first. Training labels without a row of some class in [0, K)
+    are a UserError (one line): that class could never be predicted.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from minihbt.io.files import UserError
 
 
 @dataclass
@@ -56,11 +59,18 @@ def fit(X, y, C: float = 1.0, tol: float = 1e-6, max_iter: int = 10_000, n_class
     y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
     if X.dim() != 2 or y.shape != (X.shape[0],) or X.shape[0] == 0:
         raise ValueError(f"expected X (n, d) and y (n,) with n > 0, got {tuple(X.shape)} and {tuple(y.shape)}")
+    n, d = X.shape
     K = n_classes if n_classes is not None else int(y.max()) + 1
     if K < 3 or y.min() < 0 or y.max() >= K:
         raise ValueError(f"expected labels in [0, K) with K >= 3 classes, "
                          f"got K = {K}, labels {int(y.min())}..{int(y.max())}")
-    n, d = X.shape
+    # A class without a training row still gets a weight row, pushed to -inf: the fit "converges"
+    # and never predicts that class, so the accuracy looks real but is not. Refuse it instead.
+    missing = [k for k in range(K) if not bool((y == k).any())]
+    if missing:
+        raise UserError(f"probe training labels miss class{'es' if len(missing) > 1 else ''} "
+                        f"{', '.join(map(str, missing))} of 0..{K - 1} ({n} rows): every class needs a "
+                        "training row (a --limit too small, or a training file sorted by label?)")
     W = torch.zeros(K, d, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(K, dtype=torch.float64, requires_grad=True)
     penalty = 1.0 / (2.0 * C * n)  # 1/2 ||W||^2 after dividing the objective by C * n

@@ -1,4 +1,4 @@
-"""The downstream protocols on frozen embeddings: XNLI, TyDi QA GoldP, SIB-200, Tatoeba (issue 10).
+"""The downstream protocols on frozen embeddings: XNLI, TyDi QA GoldP, SIB-200, Tatoeba.
 
 Question: does hybrid batch training (Elmahdy et al. 2024) help multilingual tasks beyond LAReQA
 retrieval? The encoder stays frozen; each task is read off its embeddings, so a difference between
@@ -36,7 +36,7 @@ languages (null when there are none). Per task:
     sib-200: {"accuracy": {"cross": S, "within": S}, "probe": {"iterations", "converged"}}
     tatoeba: {"accuracy": {"to_eng": S, "from_eng": S, "mean": S}}
 Every task also has "rows": each row's value of the headline metric (HEADLINE below), in file
-order, for paired comparisons of two models on the same rows (minihbt.paired); row_values decodes
+order, for paired comparisons of two models on the same rows (minihbt.downstream.paired); row_values decodes
 it, and the mean of a language's values is its per_lang value:
     xnli:    {"correct": {lang: "0110..."}}   one digit per test pair, 1 = the probe is right
     tydiqa:  {"rank": {lang: "1 3 1 27 ..."}} the rank of each question's passage (mono); RR@10

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from minihbt import __version__
-from minihbt.io.files import UserError, atomic_dir, atomic_write_json, recover_dir
+from minihbt.io.files import UserError, atomic_dir, atomic_write_json, recover_dir, weights_only_refusal
 
 TRAINER_JSON, TRAINER_PT = "trainer.json", "trainer.pt"
 
@@ -127,6 +127,8 @@ def load_trainer_state(path: str | Path, rank: int = 0) -> dict:
             {"torch": tensors["torch_rng"], "cuda": tensors["cuda_rng"]}
         state["rng"] = {**own, "python": state.pop("python_rng"), "numpy": state.pop("numpy_rng")}
     except (json.JSONDecodeError, RuntimeError, OSError, pickle.UnpicklingError) as e:
+        if why := weights_only_refusal(e):
+            raise UserError(f"--resume {path / TRAINER_PT}: {why}") from None
         raise UserError(f"--resume {path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     except (KeyError, TypeError) as e:
         raise UserError(f"--resume {path}: incomplete checkpoint (missing or malformed {e})") from None

@@ -17,6 +17,8 @@ Contract
         be read, is encoded again and replaced.
         Embeddings with a NaN or infinite value are a UserError naming the first such text, and
         are never cached.
+    code_key(enc) -> [CODE_VERSION, torch version, device type]: those implicit parts, for a
+        caller that keys its own store (the texts' hash is the caller's).
 """
 from __future__ import annotations
 
@@ -59,10 +61,17 @@ def _torch_version() -> str:
         return "unknown"
 
 
-def _implicit_key(enc, texts: list[str]) -> list[str]:
+def code_key(enc) -> list[str]:
+    """What decides `enc`'s numbers besides its fingerprint and the texts: the encoding code's
+    source hash, the torch version and the device type. Part of every key here, and of any other
+    store of embeddings (minihbt.beir_eval's corpus shards), so none outlives a fix or an upgrade."""
     device = getattr(enc, "device", "cpu")  # test doubles may have none: they run on the CPU
+    return [CODE_VERSION, _torch_version(), getattr(device, "type", str(device))]
+
+
+def _implicit_key(enc, texts: list[str]) -> list[str]:
     texts_hash = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()[:16]
-    return [CODE_VERSION, _torch_version(), getattr(device, "type", str(device)), texts_hash]
+    return [*code_key(enc), texts_hash]
 
 
 def _check_finite(e: np.ndarray, texts: list[str], label: str) -> np.ndarray:

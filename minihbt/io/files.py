@@ -10,6 +10,8 @@ Contract
 - `UserError` is a mistake of the user's (bad flag, bad file, wrong hash). Command-line entry
   points wrap their `main` in `run_cli`, which prints it as one line `error: ...` and exits 2,
   without a traceback. Anything else is a bug and keeps its traceback.
+- `weights_only_refusal(e)`: torch.load(weights_only=True)'s several-line refusal of a pickle
+  that holds more than tensors, as one clause for such a UserError; None for any other error.
 """
 from __future__ import annotations
 
@@ -31,6 +33,17 @@ from typing import Callable, Iterator
 
 class UserError(Exception):
     """A one-line, user-facing error: name the file, field or flag and what was expected."""
+
+
+def weights_only_refusal(e: BaseException) -> str | None:
+    """One clause for torch.load(weights_only=True)'s refusal (torch's own text is 4-5 lines
+    telling the reader to load with weights_only=False, which would run the pickle's code)."""
+    text = str(e)
+    if "Weights only load failed" not in text:
+        return None
+    found = re.search(r"GLOBAL (\S+)", text)  # the first Python object torch would have had to build
+    held = f" (it pickles {found.group(1)})" if found else ""
+    return f"not a weights-only checkpoint{held}; it was not unpickled (only tensors and plain containers are read)"
 
 
 class ArgumentParser(argparse.ArgumentParser):

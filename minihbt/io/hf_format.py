@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from minihbt.io.files import UserError, atomic_dir, atomic_write_bytes, atomic_write_json
+from minihbt.io.files import UserError, atomic_dir, atomic_write_bytes, atomic_write_json, weights_only_refusal
 from minihbt.tokenizer import Tokenizer
 from minihbt.transformer import Encoder, EncoderConfig
 
@@ -147,7 +147,8 @@ def read_state_dict(dir: Path) -> dict[str, torch.Tensor]:
         try:
             return torch.load(dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
         except Exception as e:
-            raise UserError(f"{dir / 'pytorch_model.bin'}: cannot be read as plain tensors ({e})") from None
+            why = weights_only_refusal(e) or f"cannot be read as plain tensors ({str(e).strip().splitlines()[0]})"
+            raise UserError(f"{dir / 'pytorch_model.bin'}: {why}") from None
     raise UserError(f"{dir}: no model.safetensors or pytorch_model.bin")
 
 
