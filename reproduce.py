@@ -22,6 +22,7 @@ Recipes (--recipe, part of every run and result name), each adding one change to
 - masked: + known false negatives masked out of the softmax.
 - paper (the default, train.py's defaults pinned here): + 10% of the training groups held out and
   the checkpoint with the best validation score (multilingual mAP on them) evaluated.
+- batch32: paper at batch 32. cuda: paper trained (fp32) and evaluated on a GPU (--device cuda).
 The three new ones train with train.py's fused AdamW, equal to the for-loop one to fp32 rounding.
 Training languages: --langs (the paper's nine, ar de en es hi ru th tr zh) intersected with the
 languages the training dataset has: XQuAD-R all nine (el, vi unseen), MLQA-R ar de en es hi zh
@@ -66,6 +67,10 @@ RECIPES = {
 # batch size is the run's budget (args.batch_size), passed once and checked on resume like any other.
 RECIPES["batch32"] = RECIPES["paper"]
 BATCH_SIZE = {"batch32": 32}
+# The paper recipe on a GPU: only the device differs (fp32, as on the CPU, not train.py's bf16 default
+# on cuda); its evaluation encodes on the GPU too. Runs xquad-r-<sampler>-cuda-s<seed>.
+RECIPES["cuda"] = RECIPES["paper"] + ["--device", "cuda", "--dtype", "fp32"]
+EVAL_FLAGS = {"cuda": ["--device", "cuda"]}  # eval.py flags of a recipe's evaluation (default: none)
 # A run's (and its result's) name, as run_name builds it; the old recipe's names carry no tag.
 TAGS = "|".join(r for r in RECIPES if r != "old")
 RUN = re.compile(rf"(?P<train>.+?)-(?P<sampler>{'|'.join(SAMPLERS)})(?:-(?P<recipe>{TAGS}))?-s(?P<seed>\d+)")
@@ -75,8 +80,10 @@ NEW_BEGIN, NEW_END = "<!-- reproduce.py: recipe tables begin -->", "<!-- reprodu
 
 def sh(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    t0 = time.time()
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
         raise UserError(f"command failed: {' '.join(cmd)}")
+    print(f"({cmd[1]}: {time.time() - t0:.1f} s)", file=sys.stderr, flush=True)
 
 
 def trained_step(ckpt: Path, args) -> int:
@@ -136,7 +143,8 @@ def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, arg
     if selects_on_validation(args.recipe):
         record_selection(name, ROOT / out)
     if not res.is_file():
-        sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(model), "--out", str(res.relative_to(ROOT))])
+        sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(model), "--out", str(res.relative_to(ROOT)),
+            *EVAL_FLAGS.get(args.recipe, [])])
 
 
 def record_selection(name: str, out: Path) -> None:
@@ -403,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", choices=list(RECIPES), default="paper",
                    help="paper (hard negatives, masking, validation selection), old (the first reproduction's), "
                         "or the steps between: hardneg (+ hard negatives), masked (+ masking); "
-                        "batch32: paper at batch 32")
+                        "batch32: paper at batch 32; cuda: paper on a GPU (fp32)")
     p.add_argument("--langs", default=",".join(TRAIN_LANGS),
                    help="training languages, intersected with each training dataset's (the paper's nine)")
     p.add_argument("--report", action="store_true", help="only rebuild the tables and the figure")

@@ -75,7 +75,7 @@ def model_name(sampler: str, train: str, seed: int) -> str:
     return run_name(data, sampler, seed, recipe or "old")
 
 
-def evaluate(names: list[str], tasks: list[str]) -> None:
+def evaluate(names: list[str], tasks: list[str], device: str = "cpu") -> None:
     available = models()
     unknown = [n for n in names if n not in available]
     if unknown:
@@ -87,7 +87,7 @@ def evaluate(names: list[str], tasks: list[str]) -> None:
             if out.is_file():
                 continue
             cmd = [sys.executable, "eval.py", "--dataset", task, "--model", available[name],
-                   "--out", str(out.relative_to(ROOT))]
+                   "--out", str(out.relative_to(ROOT)), *(["--device", device] if device != "cpu" else [])]
             print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
             t0 = time.time()
             if subprocess.run(cmd, cwd=ROOT).returncode != 0:
@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", help="comma-separated model names (default: every one present)")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated tasks ({','.join(TASKS)})")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where eval.py encodes (cpu)")
     p.add_argument("--report", action="store_true", help="only rebuild the tables and the figure")
     args = p.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--tasks: expected some of {', '.join(TASKS)}, got {args.tasks!r}")
     if not args.report:
         names = [n for n in args.models.split(",") if n] if args.models else list(models())
-        evaluate(names, tasks)
+        evaluate(names, tasks, args.device)
     report()
     return 0
 

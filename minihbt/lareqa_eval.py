@@ -24,17 +24,18 @@ Protocol (LAReQA, Roy et al. 2020; Elmahdy et al. 2024, sec. 4 and Table 1)
 
 Embeddings of each (language, questions|sentences) are cached in <cache>/embeddings, keyed by the
 model fingerprint, the data fingerprint of that language's file, max_len and --context (and, by
-minihbt/embed_cache.py, the encoding code, torch version, device and texts), written atomically,
+minihbt/io/embed_cache.py, the encoding code, torch version, device and texts), written atomically,
 so a second run (or a run on a subset of languages) encodes nothing.
 
-Contract (cfg: eval.py's EvalConfig; reads dataset, batch_size, max_len, context, progress, model)
+Contract (cfg: a minihbt.config.EvalConfig; reads dataset, batch_size, max_len, context, progress, model)
     encode_dataset(enc, ds, cfg) -> (Q, C): {lang: np.float32 (questions of lang, H)},
         {lang: np.float32 (candidates of lang, H)}, row order = ds.questions / ds.candidates.
     evaluate(ds, Q, C) -> {"mono": {lang: Scores}, "cross": {"x-y": Scores}, "multi": {lang: Scores}}.
     report(ds, res, cfg, zero_shot, seconds) -> the JSON results object; table(report) -> text.
+        The report holds each query's ranks ("per_query"): minihbt/per_query.py re-derives each
+        query's values from them, the unit of paired intervals. Pair keys are "x-y" (per_query.pair_keys).
     seen_in_training(provenance, dataset): the zero-shot guard, following base-model provenance.
-    Pair keys are "x-y"; they are built from the language list, never split (codes such as zh-CN
-    contain "-"), and a language set in which two pairs share a key is a UserError.
+    run(cfg, encoder=None): eval.py's LAReQA path (cfg: minihbt.config.EvalConfig).
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ import numpy as np
 from minihbt import metrics, search
 from minihbt.io.embed_cache import encode_cached
 from minihbt.io.files import UserError
+from minihbt.per_query import nanmean as _mean, pair_keys, per_query
 from minihbt.lareqa import LANGS, Candidate, DataWarning, LAReQA, dataset_fingerprint, load_lareqa
 
 
@@ -74,11 +76,6 @@ def encode_dataset(enc, ds: LAReQA, cfg):
 
 # ----------------------------------------------------------------------------- metrics
 
-def _mean(values) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return float(np.mean(values)) if values else math.nan
-
-
 class Scores(NamedTuple):
     """Means over the queries of one language (mono, multi) or one ordered pair (cross)."""
     map: float
@@ -86,6 +83,7 @@ class Scores(NamedTuple):
     queries: int             # questions counted (cross: those with an answer in the candidate language)
     rank_distance: float = math.nan  # multi only: mean over the queries with >= 2 relevant candidates
     excluded: int = 0        # multi only: queries left out of rank_distance (fewer than 2 relevant)
+    ranks: np.ndarray | None = None  # int (queries, relevant): each query's ranks (minihbt.metrics), 0 = empty slot
 
 
 def evaluate(ds: LAReQA, Q: dict[str, np.ndarray], C: dict[str, np.ndarray]) -> dict[str, dict[str, Scores]]:
@@ -99,7 +97,7 @@ def evaluate(ds: LAReQA, Q: dict[str, np.ndarray], C: dict[str, np.ndarray]) -> 
             keep = [i for i, qid in enumerate(qids) if qid in ds.answer[y]]
             targets = np.array([[ds.answer[y][qids[i]]] for i in keep], dtype=np.int64).reshape(-1, 1)
             r = search.ranks(Q[x][keep], C[y], targets)
-            row = Scores(_mean(metrics.average_precision(r)), _mean(metrics.recall_at_k(r, 1)), len(keep))
+            row = Scores(_mean(metrics.average_precision(r)), _mean(metrics.recall_at_k(r, 1)), len(keep), ranks=r)
             if x == y:
                 mono[x] = row
             else:
@@ -116,21 +114,8 @@ def evaluate(ds: LAReQA, Q: dict[str, np.ndarray], C: dict[str, np.ndarray]) -> 
         r = search.ranks(Q[x], pool, targets)
         rd = metrics.rank_distance(r)  # NaN where a query has fewer than 2 relevant candidates
         multi[x] = Scores(_mean(metrics.average_precision(r)), _mean(metrics.recall_at_k(r, 10)), len(targets),
-                          _mean(rd), int(np.isnan(rd).sum()))
+                          _mean(rd), int(np.isnan(rd).sum()), ranks=r)
     return {"mono": mono, "cross": cross, "multi": multi}
-
-
-def pair_keys(langs: list[str]) -> dict[tuple[str, str], str]:
-    """{(x, y): "x-y"} for the ordered pairs of distinct languages; refused if two pairs share a key."""
-    keys = {(x, y): f"{x}-{y}" for x in langs for y in langs if x != y}
-    if len(set(keys.values())) < len(keys):
-        seen: dict[str, tuple[str, str]] = {}
-        for pair, k in keys.items():
-            if k in seen:
-                raise UserError(f"languages {', '.join(sorted(set(seen[k] + pair)))}: the pairs {'/'.join(seen[k])} "
-                                f"and {'/'.join(pair)} would both be reported as {k!r}; rename a <lang>.json file")
-            seen[k] = pair
-    return keys
 
 
 def _json_number(v: float):
@@ -166,6 +151,7 @@ def report(ds: LAReQA, res: dict, cfg, zero_shot: bool, seconds: float) -> dict:
                    "multi_pool": sum(len(ds.candidates[l]) for l in ds.langs)},
         "zero_shot": zero_shot,
         "seconds": round(seconds, 2),
+        "per_query": per_query(ds, res),
     }
 
 

@@ -59,7 +59,7 @@ def test_cli_with_tiny_bert_writes_the_schema(tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())
     assert list(res) == ["dataset", "model", "dtype", "langs", "map", "recall", "rank_distance", "counts",
-                         "zero_shot", "seconds"]
+                         "zero_shot", "seconds", "per_query"]
     assert set(res["map"]) == {"mono", "cross", "multi"}
     assert set(res["map"]["cross"]) == {"mean", "per_pair"}
     assert set(res["recall"]) == {"mono@1", "cross@1", "multi@10"}

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minihbt import lareqa_eval
+from minihbt import lareqa_eval, per_query
 from minihbt.config import EvalConfig
 from minihbt.io.files import UserError
 
@@ -218,4 +218,4 @@ def test_point11_language_codes_with_a_hyphen(tmp_path, monkeypatch):
     assert float(row.split()[2]) == pytest.approx((pairs["zh-CN-de"] + pairs["zh-CN-en"]) / 2, abs=5e-4)
     # A language set in which two pairs share a key cannot be reported: one line, before any work.
     with pytest.raises(UserError, match=r"the pairs a/b-c and a-b/c would both be reported as 'a-b-c'"):
-        lareqa_eval.pair_keys(["a", "a-b", "b-c", "c"])
+        per_query.pair_keys(["a", "a-b", "b-c", "c"])

@@ -195,7 +195,7 @@ def test_ablation_rows_recomputed_from_json():
     """Hybrid under each recipe that has results, one row per recipe in the recipes' order, where an
     evaluation dataset has hybrid results of two recipes or more."""
     runs, sections = committed_runs(), parse_sections(RESULTS_MD.read_text())
-    order = ["old", "hardneg", "masked", "paper", "batch32"]
+    order = ["old", "hardneg", "masked", "paper", "batch32", "cuda"]
     checked = expected = 0
     for eval_data in sorted({e for _, e, _ in runs}):
         recipes = [r for r in order if (r, eval_data, "hybrid") in runs]
@@ -271,7 +271,7 @@ def test_checkpoint_selection_recomputed_from_json():
     here; each recipe's table shows its records."""
     results = ROOT / "docs" / "results"
     runs = {recipe: {p.stem.split("__")[1] for p in results.glob("*.json") if f"-{recipe}-s" in p.stem}
-            for recipe in ("paper", "batch32")}
+            for recipe in ("paper", "batch32", "cuda")}
     records = {p.stem: json.loads(p.read_text()) for p in results.glob("selection/*.json")}
     assert runs["paper"] and set(records) == set().union(*runs.values()), \
         "a selecting recipe's result without its selection record, or the reverse"

@@ -249,6 +249,11 @@ def test_evaluate_runs_eval_py_per_task_and_skips_done(tmp_path, monkeypatch):
                       "--out", "docs/downstream/tatoeba__xquad-r-xy-s1.json"]]
     with pytest.raises(rd.UserError, match="xquad-r-xx-s1 not found or not finished"):
         rd.evaluate(["xquad-r-xx-s1"], ["xnli"])
+    calls.clear()
+    rd.evaluate(["xquad-r-xy-s1"], ["sib-200"], "cuda")  # a model trained on a GPU, evaluated there
+    assert calls == [["--dataset", "sib-200", "--model", "runs/reproduce/xquad-r-xy-s1/checkpoint",
+                      "--out", "docs/downstream/sib-200__xquad-r-xy-s1.json", "--device", "cuda"]]
+    assert NAME.fullmatch("xquad-r-hybrid-cuda-s1")["recipe"] == "cuda" == rd.RUN.fullmatch("xquad-r-hybrid-cuda-s1")["recipe"]
 
 
 def test_mean_sd_and_cell():

@@ -217,3 +217,33 @@ def test_a_paper_result_without_its_selection_record_is_read_from_its_run(tmp_pa
         {"step": cfg.max_steps, "config": {"max_steps": cfg.max_steps, "batch_size": cfg.batch_size}}))
     assert reproduce.main(["--samplers", "xx", "--recipe", "paper"]) == 0
     assert ran == [] and recorded == [name]
+
+
+def test_cuda_recipe_is_the_paper_recipe_on_a_gpu_in_fp32(tmp_path, monkeypatch):
+    """--recipe cuda: exactly the paper recipe's train.py flags plus --device cuda --dtype fp32, its
+    MLQA-R evaluation with --device cuda, a selection record per run, names <train>-<sampler>-cuda-s<seed>."""
+    ran, recorded = offline(tmp_path, monkeypatch)
+    assert reproduce.main(["--recipe", "cuda", "--seeds", "0,1"]) == 0
+    trains = [c for c in ran if c[0] == "train.py"]
+    evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
+    names = [reproduce.run_name("xquad-r", s, seed, "cuda") for seed in (0, 1) for s in reproduce.SAMPLERS]
+    assert names[0] == "xquad-r-xx-cuda-s0"
+    assert [c[c.index("--out") + 1] for c in trains] == [f"runs/reproduce/{n}" for n in names]
+    assert recorded == names
+    for cmd in trains:
+        given, _ = train.parse_args(cmd[1:])
+        cfg = train.TrainConfig(**given)
+        d = train.TrainConfig(device="cuda", dtype="fp32", sampler=cfg.sampler, seed=cfg.seed)
+        assert vars(cfg) == vars(d)  # train.py's defaults, on cuda in fp32
+        flags = reproduce.RECIPES["paper"] + ["--device", "cuda", "--dtype", "fp32"]
+        at = cmd.index(flags[0])
+        assert cmd[at:at + len(flags)] == flags
+    for cmd, name in zip(evals, names, strict=True):
+        assert cmd[cmd.index("--model") + 1] == f"runs/reproduce/{name}/checkpoint-best"
+        assert cmd[cmd.index("--device") + 1] == "cuda"
+        m = reproduce.RUN.fullmatch(name)
+        assert (m["train"], m["recipe"]) == ("xquad-r", "cuda")
+    ran.clear()
+    assert reproduce.main(["--recipe", "paper", "--samplers", "xx"]) == 0
+    paper_evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
+    assert "--device" not in paper_evals[0]  # the other recipes evaluate on the CPU, as before
