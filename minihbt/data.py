@@ -5,10 +5,10 @@
     python -m minihbt.data fetch all          # every artifact of data_manifest.json
     python -m minihbt.data stats mlqa-r       # per language: questions, candidates, paragraphs, skipped
     python -m minihbt.data check my.jsonl     # validate training groups (minihbt/jsonl_groups.py)
-    python -m minihbt.data check DIR          # validate a BEIR / MIRACL collection (minihbt/beir.py)
+    python -m minihbt.data check DIR          # validate a BEIR / MIRACL collection (minihbt/beir/collection.py)
 
-Fetching and verification live in minihbt/artifacts.py, the LAReQA reader in minihbt/lareqa.py,
-the model conversion in minihbt/convert.py; this file only wires them to a command line.
+Fetching and verification live in minihbt/io/artifacts.py, the LAReQA reader in minihbt/lareqa.py,
+the model conversion in minihbt/io/convert.py; this file only wires them to a command line.
 """
 from __future__ import annotations
 

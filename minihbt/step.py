@@ -47,7 +47,6 @@ import numpy as np
 import torch
 
 from minihbt import parallel
-from minihbt.config import ADAMW
 from minihbt.loss import info_nce
 from minihbt.sampler import Batch, columns
 from minihbt.text_encoder import autocast

@@ -2,11 +2,11 @@
 
 Paper: Elmahdy, Lin, Ahmad 2024 (arXiv 2408.10536), sec. 3: queries and passages go through the
 same encoder; multilingual-e5 marks them with the prefixes "query: " and "passage: " (its model
-card), which the model directory's minihbt.json carries (minihbt/hf_format.py).
+card), which the model directory's minihbt.json carries (minihbt/io/hf_format.py).
 
 Contract
 - `load_encoder(name_or_dir, device, dtype)` -> TextEncoder: a model directory, or a manifest name such
-  as "e5-small" (fetched, verified and converted once into the cache, minihbt/convert.py).
+  as "e5-small" (fetched, verified and converted once into the cache, minihbt/io/convert.py).
 - `TextEncoder.tokenize(texts, kind, max_len)` -> {"input_ids", "attention_mask"} (B, T) on the
   model's device, with the prefix of `kind` ("query" | "passage") prepended.
 - `TextEncoder.encode(texts, kind, batch_size, max_len)` -> np.float32 (n, H), L2-normalised,

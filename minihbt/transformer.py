@@ -4,7 +4,7 @@ Paper: Elmahdy, Lin, Ahmad 2024 (arXiv 2408.10536), sec. 3: one multilingual tra
 queries and passages alike; score(q, p) = cos(E(q), E(p)). The transformer is the post-LayerNorm
 encoder of Devlin et al. 2019 (BERT); XLM-R (Conneau et al. 2020) is the same network with other
 position ids. Parameter names equal the Hugging Face `BertModel` / `XLMRobertaModel` names, so
-loading a checkpoint (minihbt/hf_format.py) is one checked loop over the state dict. This file
+loading a checkpoint (minihbt/io/hf_format.py) is one checked loop over the state dict. This file
 holds the network only: no file I/O.
 
 Contract

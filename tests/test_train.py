@@ -1,4 +1,4 @@
-"""train.py and minihbt/checkpoint.py on a tiny random BERT and a tiny LAReQA directory."""
+"""train.py and minihbt/io/checkpoint.py on a tiny random BERT and a tiny LAReQA directory."""
 import json
 import math
 import re

@@ -1,7 +1,7 @@
 """The BEIR / MIRACL protocol: every judged query against the whole corpus, trec_eval's measures.
 
 MIRACL is what the paper reports beside XQuAD-R and MLQA-R (nDCG@10 and Recall@100); BEIR
-collections are read the same way (minihbt/beir.py). Queries are encoded with the model's query
+collections are read the same way (minihbt/beir/collection.py). Queries are encoded with the model's query
 prefix, passages with its passage prefix; the score is the inner product of the embeddings.
 
 Measures, per query, with trec_eval's definitions (checked against pytrec_eval in

@@ -27,7 +27,6 @@ trained it), code_version {minihbt, git}, run_id; then step and validation {step
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re

@@ -1,30 +1,30 @@
-"""reproduce.py's recipe dimension and both transfer directions: run and result names, the train.py
+"""minihbt/experiments/retrieval.py (experiments/reproduce.py): the recipe dimension and both transfer directions: run and result names, the train.py
 and eval.py commands of each recipe, --swap's languages, and the paired differences recomputed
 from the committed JSON independently of the table code."""
 import json
 
 import pytest
 
-import reproduce
-import train
+from minihbt.experiments import recipes, retrieval, retrieval_report
 from minihbt.io.files import run_cli
+from minihbt.config import TrainConfig, train_args
 from minihbt.lareqa import TRAIN_LANGS
 
 
 def test_names_carry_the_recipe_and_the_old_names_stay():
-    assert reproduce.run_name("xquad-r", "hybrid", 0, "old") == "xquad-r-hybrid-s0"  # the committed results
-    assert reproduce.run_name("mlqa-r", "xy", 1, "paper") == "mlqa-r-xy-paper-s1"
+    assert recipes.run_name("xquad-r", "hybrid", 0, "old") == "xquad-r-hybrid-s0"  # the committed results
+    assert recipes.run_name("mlqa-r", "xy", 1, "paper") == "mlqa-r-xy-paper-s1"
 
 
 def test_swap_trains_mlqa_r_on_its_six_training_languages():
-    assert reproduce.train_langs("mlqa-r", TRAIN_LANGS) == ["ar", "de", "en", "es", "hi", "zh"]
-    assert reproduce.train_langs("xquad-r", TRAIN_LANGS) == TRAIN_LANGS
+    assert recipes.train_langs("mlqa-r", TRAIN_LANGS) == ["ar", "de", "en", "es", "hi", "zh"]
+    assert recipes.train_langs("xquad-r", TRAIN_LANGS) == TRAIN_LANGS
 
 
 def test_swap_with_no_language_of_mlqa_r_is_a_one_line_error_before_any_run(monkeypatch, capsys):
-    monkeypatch.setattr(reproduce, "sh", lambda cmd: pytest.fail(f"ran {cmd}"))
+    monkeypatch.setattr(recipes, "sh", lambda cmd: pytest.fail(f"ran {cmd}"))
     with pytest.raises(SystemExit) as e:
-        run_cli(reproduce.main, ["--swap", "--langs", "ru,th,tr"])
+        run_cli(retrieval.main, ["--swap", "--langs", "ru,th,tr"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == (
         "error: --langs ru,th,tr: none of them is in mlqa-r (it has ar, de, en, es, hi, vi, zh)")
@@ -33,26 +33,26 @@ def test_swap_with_no_language_of_mlqa_r_is_a_one_line_error_before_any_run(monk
 @pytest.mark.parametrize("recipe", ["paper", "masked", "hardneg", "old"])
 def test_commands_of_each_recipe_and_direction(recipe, tmp_path, monkeypatch):
     ran = []
-    monkeypatch.setattr(reproduce, "ROOT", tmp_path)  # no checkpoint or result exists there
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
-    monkeypatch.setattr(reproduce, "report", lambda: None)
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)  # no checkpoint or result exists there
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(recipes, "sh", lambda cmd: ran.append(cmd[1:]))
+    monkeypatch.setattr(retrieval_report, "report", lambda: None)
     recorded = []  # no run happened, so there is no log to read: record what would be recorded
-    monkeypatch.setattr(reproduce, "record_selection", lambda name, out: recorded.append(out.relative_to(tmp_path)))
-    assert reproduce.main(["--swap", "--seeds", "3", "--recipe", recipe, "--max-steps", "7"]) == 0
+    monkeypatch.setattr(retrieval, "record_selection", lambda name, out: recorded.append(out.relative_to(tmp_path)))
+    assert retrieval.main(["--swap", "--seeds", "3", "--recipe", recipe, "--max-steps", "7"]) == 0
     trains = [c for c in ran if c[0] == "train.py"]
     evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
     assert len(trains) == len(evals) == 6  # 3 samplers x 2 directions
     for cmd in trains:
         flags = dict(zip(cmd[1::2], cmd[2::2]))
         data = flags["--train-data"]
-        assert flags["--langs"] == ",".join(reproduce.train_langs(data, TRAIN_LANGS))
+        assert flags["--langs"] == ",".join(recipes.train_langs(data, TRAIN_LANGS))
         assert flags["--seed"] == "3" and flags["--max-steps"] == "7"
-        name = reproduce.run_name(data, flags["--sampler"], 3, recipe)
+        name = recipes.run_name(data, flags["--sampler"], 3, recipe)
         assert flags["--out"] == f"runs/reproduce/{name}"
         # Every flag parses and gives the recipe's config; nothing is left to train.py's defaults.
-        given, _ = train.parse_args(cmd[1:])
-        cfg = train.TrainConfig(**given)
+        given, _ = train_args(cmd[1:])
+        cfg = TrainConfig(**given)
         recipe_cfg = (cfg.hard_negatives, cfg.false_negatives, cfg.val_every)
         assert recipe_cfg == {"old": (0, "keep", 0), "hardneg": (1, "keep", 0), "masked": (1, "mask", 0),
                               "paper": (1, "mask", 50)}[recipe]
@@ -71,20 +71,20 @@ def test_commands_of_each_recipe_and_direction(recipe, tmp_path, monkeypatch):
 
 
 def test_load_results_keeps_the_recipes_apart(tmp_path, monkeypatch):
-    res = json.loads((reproduce.RESULTS / "mlqa-r__xquad-r-hybrid-s0.json").read_text())
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    res = json.loads((recipes.RESULTS / "mlqa-r__xquad-r-hybrid-s0.json").read_text())
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path)
     for name in ("mlqa-r__zero-shot", "mlqa-r__xquad-r-hybrid-s0", "mlqa-r__xquad-r-hybrid-paper-s1",
                  "mlqa-r__xquad-r-xx-paper-s1"):
         (tmp_path / f"{name}.json").write_text(json.dumps(res))
-    old, paper = reproduce.load_results("old"), reproduce.load_results("paper")
+    old, paper = retrieval_report.load_results("old"), retrieval_report.load_results("paper")
     assert set(old) == {("mlqa-r", "zero-shot", ""), ("mlqa-r", "hybrid", "xquad-r")}
     assert set(paper) == {("mlqa-r", "zero-shot", ""), ("mlqa-r", "hybrid", "xquad-r"), ("mlqa-r", "xx", "xquad-r")}
     assert [r["seed"] for r in paper["mlqa-r", "hybrid", "xquad-r"]] == [1]
-    assert reproduce.tables(paper, "paper").startswith("### Recipe paper: evaluated on mlqa-r")
+    assert retrieval_report.tables(paper, "paper").startswith("### Recipe paper: evaluated on mlqa-r")
 
 
 def test_paired_differences_recomputed_from_the_committed_json():
-    table = reproduce.tables(reproduce.load_results())
+    table = retrieval_report.tables(retrieval_report.load_results())
     rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")]
             for line in table.splitlines() if line.startswith("| hybrid - ")}
     assert set(rows) == {("hybrid - X-X", "xquad-r"), ("hybrid - X-Y", "xquad-r")}
@@ -95,7 +95,7 @@ def test_paired_differences_recomputed_from_the_committed_json():
                                               (("rank_distance",), 1)], start=3):
             d = []
             for seed in (0, 1):
-                a, b = (json.loads((reproduce.RESULTS / f"mlqa-r__xquad-r-{s}-s{seed}.json").read_text())
+                a, b = (json.loads((recipes.RESULTS / f"mlqa-r__xquad-r-{s}-s{seed}.json").read_text())
                         for s in ("hybrid", other))
                 for k in path:
                     a, b = a[k], b[k]
@@ -109,24 +109,24 @@ def test_ablation_and_recipe_sections_fill_their_markers(tmp_path, monkeypatch):
     # Old-recipe results as committed, plus the same JSON under the paper and hardneg tags: the
     # report keeps the old section as it is and fills the recipe section with the ablation table.
     # The committed hardneg results are left out: the hardneg row is then this one JSON, seed 0.
-    for f in reproduce.RESULTS.glob("*.json"):
+    for f in recipes.RESULTS.glob("*.json"):
         if "-hardneg-" not in f.name:
             (tmp_path / "docs" / "results").mkdir(parents=True, exist_ok=True)
             (tmp_path / "docs" / "results" / f.name).write_bytes(f.read_bytes())
-    res = json.loads((reproduce.RESULTS / "mlqa-r__xquad-r-hybrid-s0.json").read_text())
+    res = json.loads((recipes.RESULTS / "mlqa-r__xquad-r-hybrid-s0.json").read_text())
     for tag in ("paper", "hardneg"):
         (tmp_path / "docs" / "results" / f"mlqa-r__xquad-r-hybrid-{tag}-s0.json").write_text(json.dumps(res))
-    doc = (reproduce.ROOT / "docs" / "RESULTS.md").read_text()
+    doc = (recipes.ROOT / "docs" / "RESULTS.md").read_text()
     (tmp_path / "docs" / "RESULTS.md").write_text(doc)
-    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(reproduce, "figure", lambda found, path: None)
-    reproduce.report()
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(retrieval_report, "figure", lambda found, path: None)
+    retrieval_report.report()
     text = (tmp_path / "docs" / "RESULTS.md").read_text()
     section = lambda b, e: text.split(b, 1)[1].split(e, 1)[0]  # noqa: E731
-    assert section(reproduce.BEGIN, reproduce.END).strip() == \
-        doc.split(reproduce.BEGIN, 1)[1].split(reproduce.END, 1)[0].strip()  # the old recipe's, as committed
-    new = section(reproduce.NEW_BEGIN, reproduce.NEW_END)
+    assert section(retrieval_report.BEGIN, retrieval_report.END).strip() == \
+        doc.split(retrieval_report.BEGIN, 1)[1].split(retrieval_report.END, 1)[0].strip()  # the old recipe's, as committed
+    new = section(retrieval_report.NEW_BEGIN, retrieval_report.NEW_END)
     assert new.startswith("\n### Ablation: hybrid trained on xquad-r, evaluated on mlqa-r")
     rows = [l for l in new.splitlines() if l.startswith("| old |") or l.startswith("| hardneg |") or l.startswith("| paper |")]
     multi = f"{res['map']['multi']['mean']:.3f}"
@@ -136,18 +136,18 @@ def test_ablation_and_recipe_sections_fill_their_markers(tmp_path, monkeypatch):
 
 def test_samplers_flag_runs_the_hybrid_ablation_alone(tmp_path, monkeypatch, capsys):
     ran, _ = offline(tmp_path, monkeypatch)
-    assert reproduce.main(["--samplers", "hybrid", "--recipe", "hardneg", "--seeds", "0,1"]) == 0
+    assert retrieval.main(["--samplers", "hybrid", "--recipe", "hardneg", "--seeds", "0,1"]) == 0
     assert [c[c.index("--out") + 1] for c in ran if c[0] == "train.py"] == [
         "runs/reproduce/xquad-r-hybrid-hardneg-s0", "runs/reproduce/xquad-r-hybrid-hardneg-s1"]
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        run_cli(reproduce.main, ["--samplers", "hybrid,xz"])
+        run_cli(retrieval.main, ["--samplers", "hybrid,xz"])
     assert capsys.readouterr().err.strip() == "error: --samplers: expected some of xx, xy, hybrid, got hybrid,xz"
 
 
 def test_batch32_recipe_trains_at_batch_32_under_its_own_name(tmp_path, monkeypatch, capsys):
     ran, _ = offline(tmp_path, monkeypatch)
-    assert reproduce.main(["--samplers", "hybrid", "--recipe", "batch32"]) == 0
+    assert retrieval.main(["--samplers", "hybrid", "--recipe", "batch32"]) == 0
     train = [c for c in ran if c[0] == "train.py"]
     assert len(train) == 1 and train[0][train[0].index("--out") + 1] == "runs/reproduce/xquad-r-hybrid-batch32-s0"
     sizes = [train[0][i + 1] for i, f in enumerate(train[0]) if f == "--batch-size"]
@@ -155,24 +155,24 @@ def test_batch32_recipe_trains_at_batch_32_under_its_own_name(tmp_path, monkeypa
     assert "--hard-negatives" in train[0] and train[0][train[0].index("--val-every") + 1] == "50"  # the paper's
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        run_cli(reproduce.main, ["--recipe", "batch32", "--batch-size", "16"])
+        run_cli(retrieval.main, ["--recipe", "batch32", "--batch-size", "16"])
     assert capsys.readouterr().err.strip() == "error: --batch-size 16: --recipe batch32 trains at batch 32"
 
 
 def test_record_selection_reads_the_log_and_checkpoint_best(tmp_path, monkeypatch):
     # a hand-built run: validation at steps 2 and 4 (other steps log none), checkpoint-best from step 2
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path / "results")
     run = tmp_path / "run"
     (run / "checkpoint-best").mkdir(parents=True)
     log = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9, "val_map_multi": 0.5},
            {"step": 3, "loss": 0.8}, {"step": 4, "loss": 0.7, "val_map_multi": 0.5}]
     (run / "log.jsonl").write_text("".join(json.dumps(l) + "\n" for l in log))
     (run / "checkpoint-best" / "minihbt.json").write_text(json.dumps({"provenance": {"step": 2}}))
-    reproduce.record_selection("xquad-r-xy-paper-s0", run)
+    retrieval.record_selection("xquad-r-xy-paper-s0", run)
     saved = json.loads((tmp_path / "results" / "selection" / "xquad-r-xy-paper-s0.json").read_text())
     assert saved == {"val_map_multi": {"2": 0.5, "4": 0.5}, "chosen_step": 2}
-    assert "| xquad-r-xy-paper-s0 | 0.5000 | 0.5000 | 2 |" in reproduce.selection("paper")
-    assert reproduce.selection("masked") == ""  # no run of that recipe: no table
+    assert "| xquad-r-xy-paper-s0 | 0.5000 | 0.5000 | 2 |" in retrieval_report.selection("paper")
+    assert retrieval_report.selection("masked") == ""  # no run of that recipe: no table
 
 
 
@@ -185,11 +185,11 @@ def committed(*paths) -> None:
 def offline(tmp_path, monkeypatch) -> tuple[list, list]:
     """reproduce.py rooted in tmp_path, its commands and selection records collected, not run."""
     ran, recorded = [], []
-    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(reproduce, "sh", lambda cmd: ran.append(cmd[1:]))
-    monkeypatch.setattr(reproduce, "record_selection", lambda name, out: recorded.append(name))
-    monkeypatch.setattr(reproduce, "report", lambda: None)
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(recipes, "sh", lambda cmd: ran.append(cmd[1:]))
+    monkeypatch.setattr(retrieval, "record_selection", lambda name, out: recorded.append(name))
+    monkeypatch.setattr(retrieval_report, "report", lambda: None)
     return ran, recorded
 
 
@@ -197,10 +197,10 @@ def offline(tmp_path, monkeypatch) -> tuple[list, list]:
 def test_a_committed_result_is_not_trained_again_in_a_fresh_checkout(recipe, tmp_path, monkeypatch):
     # runs/ is not committed: a new checkout has only the result JSON (and the selection record)
     ran, recorded = offline(tmp_path, monkeypatch)
-    done, todo = (reproduce.run_name("xquad-r", s, 0, recipe) for s in ("xx", "xy"))
-    committed(reproduce.result_path("mlqa-r", done), reproduce.result_path("mlqa-r", "zero-shot"),
-              *([reproduce.RESULTS / "selection" / f"{done}.json"] if recipe == "paper" else []))
-    assert reproduce.main(["--samplers", "xx,xy", "--recipe", recipe]) == 0
+    done, todo = (recipes.run_name("xquad-r", s, 0, recipe) for s in ("xx", "xy"))
+    committed(recipes.result_path("mlqa-r", done), recipes.result_path("mlqa-r", "zero-shot"),
+              *([recipes.RESULTS / "selection" / f"{done}.json"] if recipe == "paper" else []))
+    assert retrieval.main(["--samplers", "xx,xy", "--recipe", recipe]) == 0
     assert [c[c.index("--out") + 1] for c in ran] == [f"runs/reproduce/{todo}", f"docs/results/mlqa-r__{todo}.json"]
     assert recorded == ([todo] if recipe == "paper" else [])
 
@@ -208,14 +208,14 @@ def test_a_committed_result_is_not_trained_again_in_a_fresh_checkout(recipe, tmp
 def test_a_paper_result_without_its_selection_record_is_read_from_its_run(tmp_path, monkeypatch):
     # the result exists but what validation chose does not: the finished run is read, nothing is run
     ran, recorded = offline(tmp_path, monkeypatch)
-    name = reproduce.run_name("xquad-r", "xx", 0, "paper")
-    committed(reproduce.result_path("mlqa-r", name), reproduce.result_path("mlqa-r", "zero-shot"))
+    name = recipes.run_name("xquad-r", "xx", 0, "paper")
+    committed(recipes.result_path("mlqa-r", name), recipes.result_path("mlqa-r", "zero-shot"))
     ckpt = tmp_path / "runs" / "reproduce" / name / "checkpoint"
     ckpt.mkdir(parents=True)
-    cfg = train.TrainConfig()  # reproduce.py's budget defaults to train.py's
+    cfg = TrainConfig()  # reproduce.py's budget defaults to train.py's
     (ckpt / "trainer.json").write_text(json.dumps(
         {"step": cfg.max_steps, "config": {"max_steps": cfg.max_steps, "batch_size": cfg.batch_size}}))
-    assert reproduce.main(["--samplers", "xx", "--recipe", "paper"]) == 0
+    assert retrieval.main(["--samplers", "xx", "--recipe", "paper"]) == 0
     assert ran == [] and recorded == [name]
 
 
@@ -223,27 +223,27 @@ def test_cuda_recipe_is_the_paper_recipe_on_a_gpu_in_fp32(tmp_path, monkeypatch)
     """--recipe cuda: exactly the paper recipe's train.py flags plus --device cuda --dtype fp32, its
     MLQA-R evaluation with --device cuda, a selection record per run, names <train>-<sampler>-cuda-s<seed>."""
     ran, recorded = offline(tmp_path, monkeypatch)
-    assert reproduce.main(["--recipe", "cuda", "--seeds", "0,1"]) == 0
+    assert retrieval.main(["--recipe", "cuda", "--seeds", "0,1"]) == 0
     trains = [c for c in ran if c[0] == "train.py"]
     evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
-    names = [reproduce.run_name("xquad-r", s, seed, "cuda") for seed in (0, 1) for s in reproduce.SAMPLERS]
+    names = [recipes.run_name("xquad-r", s, seed, "cuda") for seed in (0, 1) for s in recipes.SAMPLERS]
     assert names[0] == "xquad-r-xx-cuda-s0"
     assert [c[c.index("--out") + 1] for c in trains] == [f"runs/reproduce/{n}" for n in names]
     assert recorded == names
     for cmd in trains:
-        given, _ = train.parse_args(cmd[1:])
-        cfg = train.TrainConfig(**given)
-        d = train.TrainConfig(device="cuda", dtype="fp32", sampler=cfg.sampler, seed=cfg.seed)
+        given, _ = train_args(cmd[1:])
+        cfg = TrainConfig(**given)
+        d = TrainConfig(device="cuda", dtype="fp32", sampler=cfg.sampler, seed=cfg.seed)
         assert vars(cfg) == vars(d)  # train.py's defaults, on cuda in fp32
-        flags = reproduce.RECIPES["paper"] + ["--device", "cuda", "--dtype", "fp32"]
+        flags = recipes.RECIPES["paper"] + ["--device", "cuda", "--dtype", "fp32"]
         at = cmd.index(flags[0])
         assert cmd[at:at + len(flags)] == flags
     for cmd, name in zip(evals, names, strict=True):
         assert cmd[cmd.index("--model") + 1] == f"runs/reproduce/{name}/checkpoint-best"
         assert cmd[cmd.index("--device") + 1] == "cuda"
-        m = reproduce.RUN.fullmatch(name)
+        m = recipes.RUN.fullmatch(name)
         assert (m["train"], m["recipe"]) == ("xquad-r", "cuda")
     ran.clear()
-    assert reproduce.main(["--recipe", "paper", "--samplers", "xx"]) == 0
+    assert retrieval.main(["--recipe", "paper", "--samplers", "xx"]) == 0
     paper_evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
     assert "--device" not in paper_evals[0]  # the other recipes evaluate on the CPU, as before

@@ -1,41 +1,24 @@
-"""Downstream comparison: do X-X, X-Y or hybrid batches help XNLI, TyDi QA, SIB-200 and Tatoeba?
+"""The downstream experiment's report: docs/DOWNSTREAM.md's tables and docs/downstream.png, from
+the committed JSON of docs/downstream/ alone (experiments/reproduce_downstream.py --report).
 
-    python reproduce_downstream.py                        # every model present, every task
-    python reproduce_downstream.py --models zero-shot     # some models (comma-separated names)
-    python reproduce_downstream.py --tasks xnli,tatoeba   # some tasks
-    python reproduce_downstream.py --report               # only rebuild docs/DOWNSTREAM.md and the figure
-
-Models: "zero-shot" (e5-small as released) and every finished `reproduce.py` run (finished:
-trainer.json's step has reached its max_steps), named as in reproduce.py,
-"<train>-<xx|xy|hybrid>[-<recipe>]-s<seed>": its checkpoint-best where the recipe selects on
-held-out groups (paper), else its last checkpoint. Each (task, model)
-is one `eval.py --dataset <task> --model <dir> --out docs/downstream/<task>__<model>.json`;
-a JSON that exists is not redone, so the command resumes where it stopped. The protocol is
-minihbt/downstream.py's. The tables between the markers in docs/DOWNSTREAM.md and
-docs/downstream.png are built from those JSON files alone, the paired differences (hybrid minus
-X-X, ...: same seed, same test rows) from their per-row values with minihbt.paired, the item as
-the unit where the languages' test rows are parallel (paired.TASK_ITEMS: XNLI, SIB-200).
+The paired differences (hybrid minus X-X, ...: same seed, same test rows) come from the results'
+per-row values with minihbt.downstream.paired, the item as the unit where rows are parallel across
+languages (XNLI, SIB-200). tests/test_downstream_report.py recomputes the tables without minihbt.
 """
 from __future__ import annotations
 
 import json
 import math
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from minihbt.downstream import paired
 from minihbt.downstream.tasks import row_values
-from minihbt.io.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
-from reproduce import RUN, TAGS, mean_sd, run_name, selects_on_validation
+from minihbt.experiments import recipes
+from minihbt.io.files import UserError, atomic_write_bytes
 
-ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "docs" / "downstream"
-DOC = ROOT / "docs" / "DOWNSTREAM.md"
 TASKS = ("xnli", "tydiqa", "sib-200", "tatoeba")
-LABELS = {"zero-shot": "zero-shot", "xx": "X-X", "xy": "X-Y", "hybrid": "hybrid"}
 BEGIN, END = "<!-- reproduce_downstream.py: tables begin -->", "<!-- reproduce_downstream.py: tables end -->"
 # (column title, task, path to a Summary in that task's results), in table order
 COLUMNS = [("XNLI acc", "xnli", ("accuracy", "test")), ("XNLI pair AP", "xnli", ("pair_ap", "test")),
@@ -51,62 +34,27 @@ HEADLINE = {"xnli": ("XNLI accuracy (probe trained on English)", ("accuracy", "t
             "tatoeba": ("Tatoeba accuracy (mean of x->eng and eng->x)", ("accuracy", "mean"), None)}
 
 
-def models() -> dict[str, str]:
-    """{name: model argument for eval.py}: zero-shot, then every finished reproduce.py run."""
-    found = {"zero-shot": "e5-small"}
-    for ckpt in sorted((ROOT / "runs" / "reproduce").glob("*/checkpoint")):
-        state = ckpt / "trainer.json"
-        if (m := RUN.fullmatch(ckpt.parent.name)) and state.is_file():
-            saved = json.loads(state.read_text())
-            if saved["step"] >= saved["config"]["max_steps"]:
-                best = selects_on_validation(m["recipe"] or "old")  # the model reproduce.py evaluated
-                found[ckpt.parent.name] = str((ckpt.parent / "checkpoint-best" if best else ckpt).relative_to(ROOT))
-    return found
-
-
 def training(m: re.Match) -> str:
     """A run's training data and recipe, as its rows show them: "xquad-r" (old), "xquad-r, paper"."""
     return m["train"] + (f", {m['recipe']}" if m["recipe"] else "")
 
 
 def model_name(sampler: str, train: str, seed: int) -> str:
-    """The result name of a run of `sampler` under `training(...)` == train (inverse of RUN)."""
+    """The result name of a run of `sampler` under `training(...)` == train (inverse of recipes.RUN)."""
     data, _, recipe = train.partition(", ")
-    return run_name(data, sampler, seed, recipe or "old")
+    return recipes.run_name(data, sampler, seed, recipe or "old")
 
-
-def evaluate(names: list[str], tasks: list[str], device: str = "cpu") -> None:
-    available = models()
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise UserError(f"--models: {', '.join(unknown)} not found or not finished; available: {', '.join(available)}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        for task in tasks:
-            out = RESULTS / f"{task}__{name}.json"
-            if out.is_file():
-                continue
-            cmd = [sys.executable, "eval.py", "--dataset", task, "--model", available[name],
-                   "--out", str(out.relative_to(ROOT)), *(["--device", device] if device != "cpu" else [])]
-            print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
-            t0 = time.time()
-            if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-                raise UserError(f"command failed: {' '.join(cmd)}")
-            print(f"{task} / {name}: {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- report
 
 def by_seed() -> dict[tuple[str, str], dict[int | None, dict[str, dict]]]:
     """{(sampler | "zero-shot", training data): {seed (None: zero-shot): {task: result}}} from
     docs/downstream/*.json, refusing a file name that is not a result's."""
     out: dict = {}
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(recipes.DOWNSTREAM.glob("*.json")):
         task, _, name = path.stem.partition("__")
-        m = RUN.fullmatch(name)
+        m = recipes.RUN.fullmatch(name)
         if task not in TASKS or (name != "zero-shot" and m is None):
             raise UserError(f"{path}: not a reproduce_downstream.py result (expected <task>__zero-shot.json or "
-                            f"<task>__<train>-<xx|xy|hybrid>[-<{TAGS}>]-s<seed>.json)")
+                            f"<task>__<train>-<xx|xy|hybrid>[-<{recipes.TAGS}>]-s<seed>.json)")
         key, seed = (("zero-shot", ""), None) if m is None else ((m["sampler"], training(m)), int(m["seed"]))
         out.setdefault(key, {}).setdefault(seed, {})[task] = json.loads(path.read_text())
     return out
@@ -131,17 +79,17 @@ def fmt(values: list[float | None]) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    m, sd = mean_sd(values)
+    m, sd = recipes.mean_sd(values)
     return f"{m:.3f}" + (f" ± {sd:.3f}" if len(values) > 1 else "")
 
 
 def ordered(found) -> list[tuple[tuple[str, str], dict]]:
-    return sorted(found.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0])))
+    return sorted(found.items(), key=lambda kv: (kv[0][1], list(recipes.LABELS).index(kv[0][0])))
 
 
 def row_name(key: tuple[str, str]) -> str:
     label, train = key
-    return LABELS[label] + (f" ({train})" if train else "")
+    return recipes.LABELS[label] + (f" ({train})" if train else "")
 
 
 def seeds(runs: dict[str, list[dict]]) -> int:
@@ -157,7 +105,7 @@ def values(result: dict, task: str, where: Path) -> dict:
         return row_values(task, result)
     except (KeyError, ValueError) as e:
         raise UserError(f"{where}: no usable per-row values ({e}); rerun it (delete the file, then "
-                        "python reproduce_downstream.py)") from None
+                        "python experiments/reproduce_downstream.py)") from None
 
 
 def differences(runs: dict, a: str, b: str, train: str, task: str) -> dict[str, list[tuple[float, float]]]:
@@ -167,8 +115,8 @@ def differences(runs: dict, a: str, b: str, train: str, task: str) -> dict[str, 
         other = runs.get((b, "" if b == "zero-shot" else train), {}).get(None if b == "zero-shot" else seed, {})
         if task not in res or task not in other:
             continue
-        va = values(res[task], task, RESULTS / f"{task}__{model_name(a, train, seed)}.json")
-        vb = values(other[task], task, RESULTS / (f"{task}__zero-shot.json" if b == "zero-shot"
+        va = values(res[task], task, recipes.DOWNSTREAM / f"{task}__{model_name(a, train, seed)}.json")
+        vb = values(other[task], task, recipes.DOWNSTREAM / (f"{task}__zero-shot.json" if b == "zero-shot"
                                                   else f"{task}__{model_name(b, train, seed)}.json"))
         langs = {"mean": list(va), "seen": [l for l in va if l in res[task]["seen_langs"]]}
         langs["unseen"] = [l for l in va if l not in langs["seen"]]
@@ -183,7 +131,7 @@ def fmt_diff(ds: list[tuple[float, float]]) -> str:
     and the sd of D over seeds follows."""
     if not ds:
         return "-"
-    (d, sd), se = mean_sd([x for x, _ in ds]), sum(s for _, s in ds) / len(ds)
+    (d, sd), se = recipes.mean_sd([x for x, _ in ds]), sum(s for _, s in ds) / len(ds)
     cell = f"{d:+.3f} ±{paired.Z95 * se:.3f}"
     cell = f"**{cell}**" if abs(d) > paired.Z95 * se else cell
     return cell + (f", sd {sd:.3f}" if len(ds) > 1 else "")
@@ -207,7 +155,7 @@ def difference_table() -> list[str]:
             cells = [differences(runs, a, b, train, t) for _, t in cols]
             n = max((len(c["mean"]) for c in cells), default=0)
             if n:
-                out.append(f"| {LABELS[a]} − {LABELS[b]} ({train}) | {n} | "
+                out.append(f"| {recipes.LABELS[a]} − {recipes.LABELS[b]} ({train}) | {n} | "
                            + " | ".join(fmt_diff(c[s]) for c in cells for s in ("mean", "seen", "unseen")) + " |")
     return out if len(out) > 5 else []
 
@@ -279,7 +227,7 @@ def figure(found, path: Path) -> None:
         runs_of = [(key, runs[task]) for key, runs in rows if task in runs]
         width, lo, hi = 0.8 / max(1, len(runs_of)), math.inf, -math.inf
         for i, (key, runs) in enumerate(runs_of):
-            stats = [mean_sd([get(r, p)[s] for r in runs]) for s in ("seen", "unseen")]
+            stats = [recipes.mean_sd([get(r, p)[s] for r in runs]) for s in ("seen", "unseen")]
             ax.bar([j + i * width for j in range(2)], [m for m, _ in stats], width,
                    yerr=[sd for _, sd in stats], capsize=3, label=row_name(key))
             lo, hi = min(lo, *(m - sd for m, sd in stats)), max(hi, *(m + sd for m, sd in stats))
@@ -299,33 +247,12 @@ def figure(found, path: Path) -> None:
 def report() -> None:
     found = load_results()
     if not found:
-        raise UserError(f"no results in {RESULTS}: run python reproduce_downstream.py first")
-    text = DOC.read_text() if DOC.is_file() else f"# Downstream\n\n{BEGIN}\n{END}\n"
+        raise UserError(f"no results in {recipes.DOWNSTREAM}: run python experiments/reproduce_downstream.py first")
+    doc = recipes.ROOT / "docs" / "DOWNSTREAM.md"
+    text = doc.read_text() if doc.is_file() else f"# Downstream\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text or END not in text:
-        raise UserError(f"{DOC}: the markers {BEGIN} / {END} are missing")
+        raise UserError(f"{doc}: the markers {BEGIN} / {END} are missing")
     head, rest = text.split(BEGIN, 1)
-    atomic_write_bytes(DOC, (head + BEGIN + "\n" + tables(found) + END + rest.split(END, 1)[1]).encode())
-    print(f"wrote {DOC}", file=sys.stderr)
-    figure(found, ROOT / "docs" / "downstream.png")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", help="comma-separated model names (default: every one present)")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated tasks ({','.join(TASKS)})")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where eval.py encodes (cpu)")
-    p.add_argument("--report", action="store_true", help="only rebuild the tables and the figure")
-    args = p.parse_args(argv)
-    tasks = [t for t in args.tasks.split(",") if t]
-    bad = [t for t in tasks if t not in TASKS]
-    if bad or not tasks:
-        raise UserError(f"--tasks: expected some of {', '.join(TASKS)}, got {args.tasks!r}")
-    if not args.report:
-        names = [n for n in args.models.split(",") if n] if args.models else list(models())
-        evaluate(names, tasks, args.device)
-    report()
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)
+    atomic_write_bytes(doc, (head + BEGIN + "\n" + tables(found) + END + rest.split(END, 1)[1]).encode())
+    print(f"wrote {doc}", file=sys.stderr)
+    figure(found, recipes.ROOT / "docs" / "downstream.png")

@@ -1,4 +1,4 @@
-"""reproduce_downstream.py: docs/DOWNSTREAM.md holds exactly the tables built from the committed
+"""minihbt/experiments/downstream_report.py (experiments/reproduce_downstream.py --report): docs/DOWNSTREAM.md holds exactly the tables built from the committed
 JSON, and those tables' numbers are recomputed here from the JSON's per-language values alone."""
 import json
 import math
@@ -9,7 +9,8 @@ import subprocess
 import numpy as np
 import pytest
 
-import reproduce_downstream as rd
+from minihbt.experiments import downstream_report, downstream_runs, recipes
+from minihbt.io.files import UserError
 
 LANGS = {"xnli": ["en", "sw"], "tydiqa": ["ar", "bn"], "sib-200": ["en", "vi"], "tatoeba": ["de", "el"]}
 SEEN = ["ar", "de", "en"]
@@ -51,14 +52,14 @@ def check_summary_against_json(text: str, results_dir) -> int:
     for path in sorted(results_dir.glob("*.json")):
         task, _, name = path.stem.partition("__")
         m = NAME.fullmatch(name)
-        row = "zero-shot" if m is None else (f"{rd.LABELS[m['sampler']]} ({m['train']}"
+        row = "zero-shot" if m is None else (f"{recipes.LABELS[m['sampler']]} ({m['train']}"
                                              + (f", {m['recipe']}" if m["recipe"] else "") + ")")
         groups.setdefault(row, {}).setdefault(task, []).append(json.loads(path.read_text()))
     rows, checked = summary_rows(text), 0
     assert set(rows) == set(groups)
     for row, tasks in groups.items():
         cells = rows[row][1:]  # after the seeds column
-        for (title, task, (a, b)), got in zip(rd.COLUMNS, cells):
+        for (title, task, (a, b)), got in zip(downstream_report.COLUMNS, cells):
             runs = tasks.get(task, [])
             want = cell([macro(r[a][b]["per_lang"], r["seen_langs"], "mean") for r in runs])
             assert got == want, (row, title)
@@ -133,7 +134,7 @@ def check_paired_against_json(text: str, results_dir) -> int:
     for name, cells in paired_rows(text).items():
         pair, train = name.rsplit(" (", 1)
         train = train.rstrip(")")
-        a, b = ({v: k for k, v in rd.LABELS.items()}[x.strip()] for x in pair.split("−"))
+        a, b = ({v: k for k, v in recipes.LABELS.items()}[x.strip()] for x in pair.split("−"))
         tasks = ["xnli", "tydiqa", "sib-200", "tatoeba"]
         for t_i, task in enumerate(tasks):
             for s_i, split in enumerate(("mean", "seen", "unseen")):
@@ -169,8 +170,8 @@ def check_paired_against_json(text: str, results_dir) -> int:
 
 def test_tables_recomputed_from_fake_json(tmp_path, monkeypatch):
     """Always runs: two seeds of three models, one of them missing a task."""
-    monkeypatch.setattr(rd, "RESULTS", tmp_path)
-    for task in rd.TASKS:
+    monkeypatch.setattr(recipes, "DOWNSTREAM", tmp_path)
+    for task in downstream_runs.TASKS:
         (tmp_path / f"{task}__zero-shot.json").write_text(json.dumps(fake_result(task, 0, 0.0)))
         for seed in (0, 1):
             for sampler, off in (("xx", 0.02), ("hybrid", 0.05)):
@@ -178,8 +179,8 @@ def test_tables_recomputed_from_fake_json(tmp_path, monkeypatch):
                     continue
                 (tmp_path / f"{task}__xquad-r-{sampler}-s{seed}.json").write_text(
                     json.dumps(fake_result(task, seed, off)))
-    text = rd.tables(rd.load_results())
-    assert check_summary_against_json(text, tmp_path) == 3 * len(rd.COLUMNS)
+    text = downstream_report.tables(downstream_report.load_results())
+    assert check_summary_against_json(text, tmp_path) == 3 * len(downstream_report.COLUMNS)
     # hybrid - X-X, hybrid - zero-shot, X-X - zero-shot (no X-Y here); X-X has no Tatoeba (3 cells "-")
     assert list(paired_rows(text)) == ["hybrid − X-X (xquad-r)", "hybrid − zero-shot (xquad-r)",
                                        "X-X − zero-shot (xquad-r)"]
@@ -192,16 +193,16 @@ def test_tables_recomputed_from_fake_json(tmp_path, monkeypatch):
 
 
 def test_recipes_are_rows_of_their_own_and_paired_within_their_recipe(tmp_path, monkeypatch):
-    monkeypatch.setattr(rd, "RESULTS", tmp_path)
-    for task in rd.TASKS:
+    monkeypatch.setattr(recipes, "DOWNSTREAM", tmp_path)
+    for task in downstream_runs.TASKS:
         (tmp_path / f"{task}__zero-shot.json").write_text(json.dumps(fake_result(task, 0, 0.0)))
         for name, off in (("xquad-r-hybrid-s0", 0.05), ("xquad-r-xy-s0", 0.03),
                           ("xquad-r-hybrid-paper-s0", 0.08), ("xquad-r-xy-paper-s0", 0.01)):
             (tmp_path / f"{task}__{name}.json").write_text(json.dumps(fake_result(task, 0, off)))
-    text = rd.tables(rd.load_results())
+    text = downstream_report.tables(downstream_report.load_results())
     assert list(summary_rows(text)) == ["zero-shot", "X-Y (xquad-r)", "hybrid (xquad-r)", "X-Y (xquad-r, paper)",
                                         "hybrid (xquad-r, paper)"]
-    assert check_summary_against_json(text, tmp_path) == 5 * len(rd.COLUMNS)
+    assert check_summary_against_json(text, tmp_path) == 5 * len(downstream_report.COLUMNS)
     assert list(paired_rows(text))[:2] == ["hybrid − X-Y (xquad-r)", "hybrid − zero-shot (xquad-r)"]
     assert "hybrid − X-Y (xquad-r, paper)" in paired_rows(text)
     # hybrid − X-Y differs between the recipes (+0.02 old, +0.07 paper): the pairs do not mix them
@@ -209,77 +210,30 @@ def test_recipes_are_rows_of_their_own_and_paired_within_their_recipe(tmp_path, 
     assert check_paired_against_json(text, tmp_path) == 6 * 12
 
 
-def test_models_evaluates_what_reproduce_evaluated(tmp_path, monkeypatch):
-    """The paper recipe's checkpoint chosen on held-out groups; a recipe without validation: the last."""
-    monkeypatch.setattr(rd, "ROOT", tmp_path)
-    for name in ("xquad-r-hybrid-paper-s0", "xquad-r-hybrid-hardneg-s0"):
-        ckpt = tmp_path / "runs" / "reproduce" / name / "checkpoint"
-        ckpt.mkdir(parents=True)
-        (ckpt / "trainer.json").write_text(json.dumps({"step": 300, "config": {"max_steps": 300}}))
-    assert rd.models() == {"zero-shot": "e5-small",
-                           "xquad-r-hybrid-hardneg-s0": "runs/reproduce/xquad-r-hybrid-hardneg-s0/checkpoint",
-                           "xquad-r-hybrid-paper-s0": "runs/reproduce/xquad-r-hybrid-paper-s0/checkpoint-best"}
-
-
-def test_evaluate_runs_eval_py_per_task_and_skips_done(tmp_path, monkeypatch):
-    monkeypatch.setattr(rd, "ROOT", tmp_path)
-    monkeypatch.setattr(rd, "RESULTS", tmp_path / "docs" / "downstream")
-    ckpt = tmp_path / "runs" / "reproduce" / "xquad-r-xy-s1" / "checkpoint"
-    ckpt.mkdir(parents=True)
-    (ckpt / "trainer.json").write_text(json.dumps({"step": 300, "config": {"max_steps": 300}}))
-    unfinished = tmp_path / "runs" / "reproduce" / "xquad-r-xx-s1" / "checkpoint"
-    unfinished.mkdir(parents=True)
-    (unfinished / "trainer.json").write_text(json.dumps({"step": 100, "config": {"max_steps": 300}}))
-    assert rd.models() == {"zero-shot": "e5-small", "xquad-r-xy-s1": "runs/reproduce/xquad-r-xy-s1/checkpoint"}
-    calls = []
-
-    def fake_run(cmd, cwd):
-        calls.append(cmd[2:])
-        (cwd / cmd[cmd.index("--out") + 1]).write_text("{}")
-        return subprocess.CompletedProcess(cmd, 0)
-
-    monkeypatch.setattr(rd.subprocess, "run", fake_run)
-    (rd.RESULTS).mkdir(parents=True)
-    (rd.RESULTS / "xnli__zero-shot.json").write_text("{}")  # done before: not redone
-    rd.evaluate(["zero-shot", "xquad-r-xy-s1"], ["xnli", "tatoeba"])
-    assert calls == [["--dataset", "tatoeba", "--model", "e5-small", "--out", "docs/downstream/tatoeba__zero-shot.json"],
-                     ["--dataset", "xnli", "--model", "runs/reproduce/xquad-r-xy-s1/checkpoint",
-                      "--out", "docs/downstream/xnli__xquad-r-xy-s1.json"],
-                     ["--dataset", "tatoeba", "--model", "runs/reproduce/xquad-r-xy-s1/checkpoint",
-                      "--out", "docs/downstream/tatoeba__xquad-r-xy-s1.json"]]
-    with pytest.raises(rd.UserError, match="xquad-r-xx-s1 not found or not finished"):
-        rd.evaluate(["xquad-r-xx-s1"], ["xnli"])
-    calls.clear()
-    rd.evaluate(["xquad-r-xy-s1"], ["sib-200"], "cuda")  # a model trained on a GPU, evaluated there
-    assert calls == [["--dataset", "sib-200", "--model", "runs/reproduce/xquad-r-xy-s1/checkpoint",
-                      "--out", "docs/downstream/sib-200__xquad-r-xy-s1.json", "--device", "cuda"]]
-    assert NAME.fullmatch("xquad-r-hybrid-cuda-s1")["recipe"] == "cuda" == rd.RUN.fullmatch("xquad-r-hybrid-cuda-s1")["recipe"]
-
-
 def test_mean_sd_and_cell():
-    m, sd = rd.mean_sd([0.5, 0.7])
+    m, sd = recipes.mean_sd([0.5, 0.7])
     assert math.isclose(m, 0.6) and math.isclose(sd, math.sqrt(0.02))
-    assert rd.fmt([0.5, 0.7]) == "0.600 ± 0.141" == cell([0.5, 0.7]) and rd.fmt([None]) == "-"
+    assert downstream_report.fmt([0.5, 0.7]) == "0.600 ± 0.141" == cell([0.5, 0.7]) and downstream_report.fmt([None]) == "-"
 
 
 def test_committed_downstream_md_equals_report():
-    files = sorted(rd.RESULTS.glob("*.json")) if rd.RESULTS.is_dir() else []
+    files = sorted(recipes.DOWNSTREAM.glob("*.json")) if recipes.DOWNSTREAM.is_dir() else []
     if not files:
-        pytest.skip(f"no results in {rd.RESULTS} yet: run python reproduce_downstream.py (the lead schedules it)")
-    found = rd.load_results()
-    text = rd.DOC.read_text()
-    committed = text.split(rd.BEGIN, 1)[1].split(rd.END, 1)[0].strip()
-    assert committed == rd.tables(found).strip()
-    assert check_summary_against_json(committed, rd.RESULTS) > 0
+        pytest.skip(f"no results in {recipes.DOWNSTREAM} yet: run python reproduce_downstream.py (the lead schedules it)")
+    found = downstream_report.load_results()
+    text = (recipes.ROOT / "docs" / "DOWNSTREAM.md").read_text()
+    committed = text.split(downstream_report.BEGIN, 1)[1].split(downstream_report.END, 1)[0].strip()
+    assert committed == downstream_report.tables(found).strip()
+    assert check_summary_against_json(committed, recipes.DOWNSTREAM) > 0
     if "### Paired differences" in committed:
-        assert check_paired_against_json(committed, rd.RESULTS) > 0
+        assert check_paired_against_json(committed, recipes.DOWNSTREAM) > 0
 
 
 def test_a_result_without_rows_is_refused_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(rd, "RESULTS", tmp_path)
+    monkeypatch.setattr(recipes, "DOWNSTREAM", tmp_path)
     for name in ("zero-shot", "xquad-r-hybrid-s0"):
         res = fake_result("sib-200", 0, 0.0)
         res.pop("rows") if name == "zero-shot" else None
         (tmp_path / f"sib-200__{name}.json").write_text(json.dumps(res))
-    with pytest.raises(rd.UserError, match="sib-200__zero-shot.json: no usable per-row values"):
-        rd.tables(rd.load_results())
+    with pytest.raises(UserError, match="sib-200__zero-shot.json: no usable per-row values"):
+        downstream_report.tables(downstream_report.load_results())

@@ -1,6 +1,6 @@
-"""reproduce.py and docs/RESULTS.md: every number in the committed tables is recomputed here from
+"""minihbt/experiments/retrieval_report.py (experiments/reproduce.py --report) and docs/RESULTS.md: every number in the committed tables is recomputed here from
 the committed docs/results/*.json, with this file's own reading of the JSON and the tables and
-its own mean and standard deviation (the statistics module, not reproduce.mean_sd), so a wrong
+its own mean and standard deviation (the statistics module, not recipes.mean_sd), so a wrong
 number in the tables, or a table builder that computes one, fails a test."""
 import json
 import math
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import reproduce
+from minihbt.experiments import recipes, retrieval, retrieval_report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_MD = ROOT / "docs" / "RESULTS.md"
@@ -157,22 +157,22 @@ def test_point12_a_wrong_figure_is_caught():
 def test_point11_query_language_means_with_hyphenated_codes():
     per_pair = {"zh-CN-en": 0.5, "zh-CN-de": 0.7, "en-zh-CN": 0.1, "de-zh-CN": 0.2, "en-de": 0.3, "de-en": None}
     langs = ["de", "en", "zh-CN"]
-    assert reproduce.query_mean(per_pair, "zh-CN", langs) == pytest.approx(0.6)  # split("-") found none
-    assert reproduce.query_mean(per_pair, "en", langs) == pytest.approx(0.2)
-    assert reproduce.query_mean(per_pair, "de", langs) == pytest.approx(0.2)  # the null pair is skipped
+    assert retrieval_report.query_mean(per_pair, "zh-CN", langs) == pytest.approx(0.6)  # split("-") found none
+    assert retrieval_report.query_mean(per_pair, "en", langs) == pytest.approx(0.2)
+    assert retrieval_report.query_mean(per_pair, "de", langs) == pytest.approx(0.2)  # the null pair is skipped
 
 
 def test_results_md_tables_equal_committed_json():
-    found = reproduce.load_results()
+    found = retrieval_report.load_results()
     text = RESULTS_MD.read_text()
-    committed = text.split(reproduce.BEGIN, 1)[1].split(reproduce.END, 1)[0].strip()
-    assert committed == reproduce.tables(found).strip()
+    committed = text.split(retrieval_report.BEGIN, 1)[1].split(retrieval_report.END, 1)[0].strip()
+    assert committed == retrieval_report.tables(found).strip()
 
 
 def test_mean_and_spread():
-    m, sd = reproduce.mean_sd([0.5, 0.7])
+    m, sd = recipes.mean_sd([0.5, 0.7])
     assert math.isclose(m, 0.6) and math.isclose(sd, math.sqrt(0.02))
-    assert reproduce.fmt([0.5, 0.7]) == "0.600 ± 0.141" and reproduce.fmt([0.25]) == "0.250"
+    assert retrieval_report.fmt([0.5, 0.7]) == "0.600 ± 0.141" and retrieval_report.fmt([0.25]) == "0.250"
 
 
 # The paper's XLM-R hybrid model, copied by hand from arXiv 2408.10536: Table 1 (mAP mono / cross /
@@ -250,10 +250,10 @@ def test_results_md_is_the_report_of_the_committed_json(tmp_path, monkeypatch):
         (tmp_path / f.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f.relative_to(ROOT)).write_bytes(f.read_bytes())
     (tmp_path / "docs" / "RESULTS.md").write_text(RESULTS_MD.read_text())
-    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
-    monkeypatch.setattr(reproduce, "RESULTS", tmp_path / "docs" / "results")
-    monkeypatch.setattr(reproduce, "figure", lambda found, path: None)
-    reproduce.report()
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(retrieval_report, "figure", lambda found, path: None)
+    retrieval_report.report()
     assert (tmp_path / "docs" / "RESULTS.md").read_text() == RESULTS_MD.read_text()
 
 

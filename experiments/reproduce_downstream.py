@@ -1,0 +1,23 @@
+"""Downstream comparison: do X-X, X-Y or hybrid batches help XNLI, TyDi QA, SIB-200 and Tatoeba?
+
+    python experiments/reproduce_downstream.py                        # every model present, every task
+    python experiments/reproduce_downstream.py --models zero-shot     # some models (comma-separated names)
+    python experiments/reproduce_downstream.py --tasks xnli,tatoeba   # some tasks
+    python experiments/reproduce_downstream.py --report               # only rebuild docs/DOWNSTREAM.md and the figure
+
+Models: "zero-shot" (e5-small as released) and every finished `reproduce.py` run (finished:
+trainer.json's step has reached its max_steps), named as in reproduce.py,
+"<train>-<xx|xy|hybrid>[-<recipe>]-s<seed>": its checkpoint-best where the recipe selects on
+held-out groups (paper), else its last checkpoint. Each (task, model)
+is one `eval.py --dataset <task> --model <dir> --out docs/downstream/<task>__<model>.json`;
+a JSON that exists is not redone, so the command resumes where it stopped. The protocol is
+minihbt/downstream.py's. The tables between the markers in docs/DOWNSTREAM.md and
+docs/downstream.png are built from those JSON files alone, the paired differences (hybrid minus
+X-X, ...: same seed, same test rows) from their per-row values with minihbt.paired, the item as
+the unit where the languages' test rows are parallel (paired.TASK_ITEMS: XNLI, SIB-200).
+"""
+from minihbt.experiments.downstream_runs import main
+from minihbt.io.files import run_cli
+
+if __name__ == "__main__":
+    run_cli(main)
