@@ -18,6 +18,7 @@ PY=${PY:-python3}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} MKL_NUM_THREADS=${OMP_NUM_THREADS:-4}
 export MINIHBT_MIRROR=$W/mirror MINIHBT_CACHE=$W/cache
 C=$W/code
+export PYTHONPATH=$C  # experiments/*.py import the package from the unpacked checkout
 mkdir -p "$W" "$MINIHBT_MIRROR" "$MINIHBT_CACHE/e5-small" "$C"
 mkdir -p "$W"/pack/{logs,zero-shot-cuda,results,selection,downstream}
 TIMES=$W/pack/timings.tsv
@@ -47,14 +48,14 @@ timed() {  # timed LABEL LOGFILE cmd...: run, log its output, record the wall se
     return $rc
 }
 
-chain() {  # one sampler: for each seed, train + MLQA-R (reproduce.py), then the downstream suite
+chain() {  # one sampler: for each seed, train + MLQA-R (experiments/reproduce.py), then the downstream suite
     local s=$1 seed name log
     for seed in $SEEDS; do
         name=xquad-r-$s-$RECIPE-s$seed
         log=$W/pack/logs/$name.out
-        (cd "$C" && timed "$name train+mlqa-r" "$log" $PY reproduce.py --recipe "$RECIPE" --seeds "$seed" --samplers "$s" $EXTRA)
+        (cd "$C" && timed "$name train+mlqa-r" "$log" $PY experiments/reproduce.py --recipe "$RECIPE" --seeds "$seed" --samplers "$s" $EXTRA)
         pack
-        (cd "$C" && timed "$name downstream" "$log" $PY reproduce_downstream.py --models "$name" --tasks "$TASKS" --device "$DEVICE")
+        (cd "$C" && timed "$name downstream" "$log" $PY experiments/reproduce_downstream.py --models "$name" --tasks "$TASKS" --device "$DEVICE")
         pack
     done
 }
