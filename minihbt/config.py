@@ -158,7 +158,8 @@ def add_flags(p: argparse.ArgumentParser, cls, suppress: bool = False) -> None:
         flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
         default = f.default if f.default is not MISSING else f.default_factory()
         shown = ",".join(default) if isinstance(default, list) else default
-        help = meta.pop("help") + ("" if meta.get("required") else f" ({shown})")
+        shown = "" if meta.get("required") or default is None or isinstance(default, bool) else f" ({shown})"
+        help = meta.pop("help") + shown  # a switch's help says what it does; None's says what it means
         kw = {"dest": f.name, "help": help, **({"default": argparse.SUPPRESS} if suppress else {"default": default})}
         if isinstance(default, bool):  # a switch that flips the default
             kw["action"] = "store_false" if default else "store_true"

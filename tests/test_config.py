@@ -1,6 +1,6 @@
 """minihbt/config.py: the command lines are built from the dataclasses, one flag per field, its help
 beside its default; what was given is told apart from the defaults (--resume refuses the former)."""
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 import pytest
 
@@ -17,8 +17,10 @@ def test_every_field_is_a_flag_with_its_default_in_the_help():
         for f in fields(cls):
             a = actions[f.name]
             assert a.help.startswith(f.metadata["help"].replace("%%", "%")[:20]), f.name
-            if not f.metadata.get("required"):
-                assert a.help.endswith(")"), f.name  # "(default)" closes every optional flag's help
+            default = f.default if f.default_factory is MISSING else f.default_factory()
+            if default is not None and not isinstance(default, bool) and not f.metadata.get("required"):
+                shown = ",".join(default) if isinstance(default, list) else default
+                assert a.help.endswith(f"({shown})"), f.name  # the default closes the flag's help
     assert actions["progress"].option_strings == ["--quiet"] and actions["progress"].default is True
 
 
