@@ -14,7 +14,7 @@ kind, max_len, --context) by minihbt/io/embed_cache.py, so a second run encodes 
 whose provenance lists the dataset as training data is refused unless --allow-seen is given.
 The downstream tasks read frozen embeddings (a linear probe, passage retrieval, nearest
 neighbours): their protocols are minihbt/downstream/tasks.py, run by minihbt/downstream/suite.py.
-A BEIR / MIRACL directory (corpus.jsonl with queries.jsonl or topics/; minihbt/beir.py) gets
+A BEIR / MIRACL directory (corpus.jsonl with queries.jsonl or topics/; minihbt/beir/collection.py) gets
 nDCG@10, Recall@100, MRR@10 and full-depth MAP as trec_eval defines them, the corpus encoded
 into resumable shards and searched exactly a shard at a time (minihbt/beir/evaluate.py), and with
 --run-out a TREC run file of each query's top 100.

@@ -1,7 +1,7 @@
 """Fine-tune a multilingual dual encoder with hybrid batch training (arXiv 2408.10536, sec. 3).
 
     python train.py --sampler hybrid                    # e5-small on XQuAD-R (README: cost)
-    python train.py --sampler hybrid --max-steps 30     # a first taste: same code, a short budget
+    python train.py --sampler hybrid --max-steps 20 --val-every 10 --out runs/taste   # a first taste
     python train.py --sampler xx --show-batches 5       # print what the sampler draws, train nothing
     python train.py --resume runs/hybrid/checkpoint     # continue a stopped run exactly
     torchrun --nproc_per_node 4 train.py --sampler hybrid --device cuda --batch-size 128

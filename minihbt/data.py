@@ -1,7 +1,7 @@
 """Command line for the artifacts and datasets: fetch and verify them, count what the reader sees.
 
-    python -m minihbt.data fetch xquad-r      # a dataset's files (minihbt.artifacts.fetch)
-    python -m minihbt.data fetch e5-small     # a model directory (minihbt.convert.model_dir)
+    python -m minihbt.data fetch xquad-r      # a dataset's files (minihbt.io.artifacts.fetch)
+    python -m minihbt.data fetch e5-small     # a model directory (minihbt.io.convert.model_dir)
     python -m minihbt.data fetch all          # every artifact of data_manifest.json
     python -m minihbt.data stats mlqa-r       # per language: questions, candidates, paragraphs, skipped
     python -m minihbt.data check my.jsonl     # validate training groups (minihbt/jsonl_groups.py)

@@ -14,7 +14,7 @@ LAReQA (Roy et al. 2020, section 3.1; the evaluation protocol of arXiv 2408.1053
 Contract
     load_lareqa(name_or_dir, langs) -> LAReQA: per language, questions and candidates in file
         order; answer[lang][qid] indexes candidates[lang]. A name is fetched and verified by
-        minihbt.artifacts; a directory of <lang>.json files is read as it is.
+        minihbt.io.artifacts; a directory of <lang>.json files is read as it is.
     load_groups(name_or_dir, langs) -> {qid: {lang: Example}}: the training view, one parallel
         group per question id, holding the languages in which it has an answer sentence; each
         Example names its answer sentence (sid) and its paragraph's other sentences (negatives).

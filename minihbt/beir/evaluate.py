@@ -17,7 +17,7 @@ the run and in the qrels); such queries are counted in the report. Means are unw
 the evaluated queries: trec_eval's "all" line and BEIR's numbers.
 
 Ranks are exact over the whole corpus, with minihbt.search's tie rule (equal scores: lower corpus
-index first), computed by minihbt.shards one shard at a time; so MAP is what trec_eval's map
+index first), computed by minihbt.beir.shards one shard at a time; so MAP is what trec_eval's map
 gives on a run listing all N documents, which no run file of a large corpus holds.
 
 Run file (`write_run`, eval.py --run-out): TREC format `qid Q0 docid rank score tag`, the top
@@ -27,12 +27,12 @@ docid in decreasing strcmp order: where scores tie exactly (duplicate passages) 
 its numbers, can differ from eval.py's; without exact ties they agree (tested with pytrec_eval).
 trec_eval's map on this file is MAP@RUN_DEPTH, not the full-depth MAP above.
 
-Embeddings: the corpus goes into a shard store (minihbt.shards) in <cache>/embeddings, keyed by
+Embeddings: the corpus goes into a shard store (minihbt.beir.shards) in <cache>/embeddings, keyed by
 the model fingerprint, the corpus file's sha256, max_len, and what every embedding cache key has
 (embed_cache.code_key: the encoding code's source hash, the torch version, the device type) plus
 the encoder's dtype, so a numeric fix, a torch upgrade, --device or --dtype never reuses old
 shards; a stopped encoding resumes at the first unfinished shard. Queries are cached by
-minihbt.embed_cache.
+minihbt.io.embed_cache.
 
 Contract (cfg: eval.py's EvalConfig; reads model, batch_size, max_len, progress)
     trec_measures(ranks, gains) -> {"ndcg@10", "recall@100", "mrr@10", "map": float64 (n,)}

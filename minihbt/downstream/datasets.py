@@ -1,6 +1,6 @@
 """Readers of the downstream evaluation sets: XNLI, TyDi QA GoldP, SIB-200 and Tatoeba.
 
-Every file comes from `data_manifest.json` through `minihbt.artifacts.fetch` (cache -> mirror ->
+Every file comes from `data_manifest.json` through `minihbt.io.artifacts.fetch` (cache -> mirror ->
 URL, sha256-checked, atomic), or from a path given to a `read_*` function. Rows are kept in file
 order; labels become int64 arrays; languages are keyed by ISO 639-1 codes (those of train.py's
 `--langs`), whatever the dataset calls them.

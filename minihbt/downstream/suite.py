@@ -10,11 +10,11 @@ The protocols are minihbt.downstream's; this module decides what is encoded and 
   search's rule, not by rounding noise from different batches). Rows are expanded back after.
 - The texts of all languages of one kind go to one encode call (XNLI: one per file), so that
   length-sorted batches pad little.
-- Embeddings are cached (minihbt.embed_cache) per call under a key of the model's
+- Embeddings are cached (minihbt.io.embed_cache) per call under a key of the model's
   fingerprint, a sha256 of the distinct texts themselves (so `--limit` and changed data get
   their own entries), the kind and max_len; a second run encodes nothing.
 - seen / unseen languages: the model's training languages from its provenance (following
-  base-model provenance), else the paper's nine (lareqa.TRAIN_LANGS), reported as `seen_langs`.
+  base-model provenance), else the paper's nine (config.TRAIN_LANGS), reported as `seen_langs`.
 
 Contract
     load(task, limit) -> the task's data (minihbt.downstream_data), read before any model is loaded.

@@ -7,7 +7,7 @@ two models is a difference between their embedding spaces. Every function here t
 
 Protocols (pinned: they are what makes results comparable)
 - XNLI (Conneau et al. 2018). Pair features [u, v, |u - v|, u * v] (InferSent, Conneau et al.
-  2017; SentEval) of premise u and hypothesis v; a linear probe (minihbt.probe: multinomial
+  2017; SentEval) of premise u and hypothesis v; a linear probe (minihbt.downstream.probe: multinomial
   logistic regression, C = 1) trained on the 9,000 English MultiNLI pairs; accuracy on the test
   file of each language (zero-shot cross-lingual transfer from English) and on dev for el, ru, th.
   Training-free pair score: average precision of cos(u, v) ranking entailment (positive) above
@@ -23,7 +23,7 @@ Protocols (pinned: they are what makes results comparable)
 - Tatoeba (Artetxe and Schwenk 2019). Nearest neighbour by cosine (ties to the lower index):
   accuracy of x -> eng and eng -> x per language, and their mean.
 Means are macro over languages. "seen" / "unseen" split the languages by the model's training
-languages (its provenance; for an untrained model the paper's nine, lareqa.TRAIN_LANGS).
+languages (its provenance; for an untrained model the paper's nine, config.TRAIN_LANGS).
 
 Results schema: every metric block is a Summary,
     {"mean": float, "seen": float | null, "unseen": float | null, "per_lang": {lang: float}}
@@ -42,7 +42,7 @@ it, and the mean of a language's values is its per_lang value:
     tydiqa:  {"rank": {lang: "1 3 1 27 ..."}} the rank of each question's passage (mono); RR@10
     sib-200: {"correct": {lang: "0110..."}}   the English-trained probe, test rows
     tatoeba: {"to_eng": {lang: "01..."}, "from_eng": {lang: "01..."}}  a pair's value: their mean
-(minihbt.downstream_eval adds the model, counts, timings and the training languages used.)
+(minihbt.downstream.suite adds the model, counts, timings and the training languages used.)
 """
 from __future__ import annotations
 

