@@ -237,3 +237,63 @@ def test_a_result_without_rows_is_refused_in_one_line(tmp_path, monkeypatch):
         (tmp_path / f"sib-200__{name}.json").write_text(json.dumps(res))
     with pytest.raises(UserError, match="sib-200__zero-shot.json: no usable per-row values"):
         downstream_report.tables(downstream_report.load_results())
+
+
+def bar_stats(results: list[dict], task: str, split: str):
+    """(mean, 1.96 SE, sd or None) of one model's macro mean over the split, recomputed here without
+    minihbt: SE of a macro mean from the test rows, the item as the unit where rows are parallel."""
+    means, ses = [], []
+    for r in results:
+        v = row_values(r, task)
+        langs = [l for l in v if (l in r["seen_langs"]) == (split == "seen")]
+        if task in PARALLEL:
+            m = np.mean([v[l] for l in langs], axis=0)
+            se = np.std(m, ddof=1) / math.sqrt(len(m))
+        else:
+            se = math.sqrt(sum(np.var(v[l], ddof=1) / len(v[l]) for l in langs)) / len(langs)
+        means.append(float(np.mean([np.mean(v[l]) for l in langs])))
+        ses.append(se)
+    return statistics.mean(means), 1.96 * statistics.mean(ses), statistics.stdev(means) if len(means) > 1 else None
+
+
+def test_figure_draws_test_row_intervals_and_a_seed_spread_only_with_several_seeds(tmp_path, monkeypatch):
+    """docs/downstream.png's bars: the test-row 95% interval for every bar, the sd over seeds only for
+    rows with several seeds (zero-shot and a one-seed X-Y here have none)."""
+    monkeypatch.setattr(recipes, "DOWNSTREAM", tmp_path)
+    files: dict[str, list[dict]] = {}
+    for task in downstream_runs.TASKS:
+        for name, seed, off in (("zero-shot", None, 0.0), ("xquad-r-hybrid-s0", 0, 0.05), ("xquad-r-hybrid-s1", 1, 0.05),
+                                ("xquad-r-xy-s0", 0, 0.03)):
+            res = fake_result(task, seed or 0, off)
+            (tmp_path / f"{task}__{name}.json").write_text(json.dumps(res))
+            files.setdefault(f"{task} {name if seed is None else name.rsplit('-s', 1)[0]}", []).append(res)
+    found = downstream_report.load_results()
+    bars = downstream_report.figure_bars(found)
+    assert list(bars) == list(downstream_report.HEADLINE)
+    checked = 0
+    for task, rows in bars.items():
+        assert [n for n, _ in rows] == ["zero-shot", "X-Y (xquad-r)", "hybrid (xquad-r)"]
+        for (name, stats), key in zip(rows, ("zero-shot", "xquad-r-xy", "xquad-r-hybrid")):
+            for split in ("seen", "unseen"):
+                m, ci, sd = stats[split]
+                wm, wci, wsd = bar_stats(files[f"{task} {key}"], task, split)
+                assert math.isclose(m, wm, abs_tol=1e-12) and math.isclose(ci, wci, rel_tol=1e-9), (task, name, split)
+                assert ci > 0
+                assert (sd is None) == (key != "xquad-r-hybrid") and (sd is None or math.isclose(sd, wsd)), (task, name)
+                checked += 1
+    assert checked == 4 * 3 * 2
+    pytest.importorskip("matplotlib")
+    downstream_report.figure(found, tmp_path / "downstream.png")
+    assert (tmp_path / "downstream.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_committed_figure_bars_have_no_seed_spread_with_one_seed():
+    """With the committed one-seed results the figure has test-row intervals and no seed-spread bars."""
+    if not (recipes.DOWNSTREAM.is_dir() and any(recipes.DOWNSTREAM.glob("*.json"))):
+        pytest.skip(f"no results in {recipes.DOWNSTREAM}")
+    found = downstream_report.load_results()
+    n_seeds = {downstream_report.row_name(k): max(len(v) for v in runs.values()) for k, runs in found.items()}
+    for rows in downstream_report.figure_bars(found).values():
+        for name, stats in rows:
+            for m, ci, sd in stats.values():
+                assert 0 < ci < 0.2 and (sd is not None) == (n_seeds[name] > 1), name

@@ -213,7 +213,39 @@ def tables(found) -> str:
     return "\n".join(out) + "\n"
 
 
+def figure_bars(found) -> dict[str, list[tuple[str, dict[str, tuple[float, float, float | None]]]]]:
+    """What docs/downstream.png draws: {task: [(row name, {"seen" | "unseen": (mean, ci, sd)})]}, in
+    table order. mean: the macro mean over the split's languages (mean over seeds); ci: 1.96 standard
+    errors of that macro mean from the test rows (minihbt.downstream.paired against zero, the item as
+    the unit where rows are parallel; with several seeds the mean of the seeds' errors); sd: the sample
+    sd over seeds, None with one seed (one seed has no seed spread to draw)."""
+    out: dict = {}
+    for task, (_, path, _) in HEADLINE.items():
+        for key, runs in ordered(found):
+            if task not in runs:
+                continue
+            stats = {}
+            for split in ("seen", "unseen"):
+                means, ses = [], []
+                for r in runs[task]:
+                    va = values(r, task, recipes.DOWNSTREAM)
+                    langs = [l for l in va if (l in r["seen_langs"]) == (split == "seen")]
+                    if langs:
+                        zero = {l: [0.0] * len(va[l]) for l in langs}
+                        m, se = paired.difference(va, zero, langs, items=paired.TASK_ITEMS[task])
+                        means.append(m)
+                        ses.append(se)
+                if means:
+                    m, sd = recipes.mean_sd(means)
+                    stats[split] = (m, paired.Z95 * sum(ses) / len(ses), sd if len(means) > 1 else None)
+            out.setdefault(task, []).append((row_name(key), stats))
+    return out
+
+
 def figure(found, path: Path) -> None:
+    """Each task's headline metric, seen and unseen languages, one bar per model (figure_bars):
+    black error bars the test-row 95% interval, grey ones (beside them) the sd over seeds, drawn
+    only for rows with several seeds."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -221,25 +253,45 @@ def figure(found, path: Path) -> None:
     except ImportError:
         print("matplotlib not installed (pip install -e '.[plot]'): figure skipped", file=sys.stderr)
         return
-    rows = ordered(found)
-    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(15, 4))
-    for ax, (task, (title, p, _)) in zip(axes, HEADLINE.items()):
-        runs_of = [(key, runs[task]) for key, runs in rows if task in runs]
-        width, lo, hi = 0.8 / max(1, len(runs_of)), math.inf, -math.inf
-        for i, (key, runs) in enumerate(runs_of):
-            stats = [recipes.mean_sd([get(r, p)[s] for r in runs]) for s in ("seen", "unseen")]
-            ax.bar([j + i * width for j in range(2)], [m for m, _ in stats], width,
-                   yerr=[sd for _, sd in stats], capsize=3, label=row_name(key))
-            lo, hi = min(lo, *(m - sd for m, sd in stats)), max(hi, *(m + sd for m, sd in stats))
-        pad = max(0.02, 0.15 * (hi - lo))
-        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))  # zoomed: the differences are small
-        ax.set_xticks([j + width * (len(runs_of) - 1) / 2 for j in range(2)], ["seen", "unseen"])
+    bars = figure_bars(found)
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(15, 4.2))
+    any_sd = False
+    for ax, (task, (title, _, _)) in zip(axes, HEADLINE.items()):
+        rows = bars.get(task, [])
+        width, lo, hi = 0.8 / max(1, len(rows)), math.inf, -math.inf
+        for i, (name, stats) in enumerate(rows):
+            splits = [s for s in ("seen", "unseen") if s in stats]
+            xs = [("seen", "unseen").index(s) + i * width for s in splits]
+            ms = [stats[s][0] for s in splits]
+            cis = [stats[s][1] for s in splits]
+            ax.bar(xs, ms, width, label=name)
+            ax.errorbar(xs, ms, yerr=cis, fmt="none", ecolor="black", elinewidth=1.2, capsize=3,
+                        label="95% interval of the mean, test rows" if i == 0 else None)
+            sds = [(x, m, stats[s][2]) for x, m, s in zip(xs, ms, splits) if stats[s][2] is not None]
+            if sds:
+                any_sd = True
+                ax.errorbar([x + width / 4 for x, _, _ in sds], [m for _, m, _ in sds], yerr=[sd for _, _, sd in sds],
+                            fmt="none", ecolor="grey", elinewidth=1.2, capsize=2, label="sd over seeds")
+            lo = min(lo, *(m - max(c, sd or 0) for m, c, sd in stats.values()))
+            hi = max(hi, *(m + max(c, sd or 0) for m, c, sd in stats.values()))
+        if rows:
+            pad = max(0.02, 0.15 * (hi - lo))
+            ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))  # zoomed: the differences are small
+        ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(2)], ["seen", "unseen"])
         ax.set_title(title.split(" (")[0], fontsize=10)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=9)
-    fig.suptitle("e5-small, frozen: macro means over seen / unseen languages "
-                 "(error bars: sd over seeds; y axes zoomed, not from 0)")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    handles, names = [], []
+    for ax in axes:  # one legend entry per name, models first, then the error bars
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    order = sorted(range(len(names)), key=lambda k: (names[k] in ("95% interval of the mean, test rows", "sd over seeds"), k))
+    fig.legend([handles[k] for k in order], [names[k] for k in order], loc="lower center", ncol=len(names), fontsize=9)
+    spread = "grey bars: sd over seeds, where there are several" if any_sd else "one seed per model: no seed spread"
+    fig.suptitle("e5-small, frozen: macro means over seen / unseen languages; y axes zoomed, not from 0\n"
+                 "black bars: 95% interval of each mean from the test rows (unpaired: compare two models by the "
+                 f"paired table); {spread}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     fig.savefig(path, dpi=110)
     print(f"wrote {path}", file=sys.stderr)
 
