@@ -293,3 +293,65 @@ def test_checkpoint_selection_recomputed_from_json():
             else:
                 assert cell == "", f"{name} step {step}: {cell!r} without a validation score"
         assert len(scores) == sum(c != "" for c in rows[name][:-1])
+
+
+def test_test_row_intervals_recomputed_from_per_query_ranks(tmp_path, monkeypatch):
+    """Two results of the toy dataset of test_lareqa_eval (every rank known), the second model ranking
+    two queries differently: the test-row interval of their difference, recomputed here from the
+    stored ranks alone (AP and rank distance by hand, the cluster formula over question ids)."""
+    from test_lareqa_eval import FakeEncoder, question, run
+
+    class Other(FakeEncoder):
+        fingerprint = "fake-encoder-v2"
+
+        def __init__(self):
+            super().__init__()
+            for key in (question("en", "q2"), question("de", "q1")):
+                self.vectors[key] = self.vectors[key][::-1].copy()  # its ranking turned upside down
+
+    a = json.loads(json.dumps(run(tmp_path / "a", monkeypatch, encoder=FakeEncoder()) | {"model": "a"}))
+    b = json.loads(json.dumps(run(tmp_path / "b", monkeypatch, encoder=Other()) | {"model": "b"}))
+
+    def ap(ranks):  # one query's AP from its relevant ranks
+        ranks = sorted(ranks)
+        return sum((k + 1) / r for k, r in enumerate(ranks)) / len(ranks)
+
+    def per_key(res, setting):  # {key: (qids, values)} from the per_query strings
+        pq, ids = res["per_query"], res["per_query"]["qids"]
+        own = {l: [ids[int(i)] for i in pq["questions"][l].split()] for l in res["langs"]}
+        out = {}
+        for key, s in pq["multi" if setting == "rank_distance" else setting].items():
+            rows = [[int(r) for r in row.split(",")] for row in s.split()]
+            if setting == "cross":
+                x, y = key.split("-")
+                qids = [q for q in own[x] if q in own[y]]
+            else:
+                qids = own[key]
+            if setting == "rank_distance":
+                kept = [(q, max(r) - min(r)) for q, r in zip(qids, rows) if len(r) >= 2]
+                qids, vals = [q for q, _ in kept], [v for _, v in kept]
+            else:
+                vals = [ap(r) for r in rows]
+            out[key] = (qids, vals)
+        return out
+
+    checked = 0
+    for metric, setting in (("mono mAP", "mono"), ("cross mAP", "cross"), ("multi mAP", "multi"),
+                            ("rank distance", "rank_distance")):
+        va, vb = per_key(a, setting), per_key(b, setting)
+        keys = [k for k in va if len(va[k][0]) >= 2]
+        D = sum(sum(x - y for x, y in zip(va[k][1], vb[k][1])) / len(va[k][1]) for k in keys) / len(keys)
+        totals = {}
+        for k in keys:
+            for q, x, y in zip(va[k][0], va[k][1], vb[k][1]):
+                totals[q] = totals.get(q, 0.0) + (x - y) / (len(keys) * len(va[k][1]))
+        C = len(totals)
+        se = math.sqrt(C / (C - 1) * sum((t - D / C) ** 2 for t in totals.values()))
+        got = retrieval_report.test_rows(a, b, metric)
+        assert got == pytest.approx((D, se), abs=1e-12), metric
+        checked += D != 0
+    assert checked >= 3  # the second model differs in most settings
+    rows = [("hybrid", "toy", [a | {"seed": 0}]), ("xx", "toy", [b | {"seed": 0}])]
+    line = [l for l in retrieval_report.paired_differences(rows) if l.startswith("| hybrid - X-X")][0]
+    assert line.count("; rows ±") == 4
+    assert retrieval_report.test_rows({"model": "old"}, b, "mono mAP") is None  # a result without per-query values

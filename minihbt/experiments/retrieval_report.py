@@ -13,6 +13,8 @@ import math
 import sys
 from pathlib import Path
 
+from minihbt import per_query
+from minihbt.downstream import paired
 from minihbt.experiments import recipes
 from minihbt.io.files import UserError, atomic_write_bytes
 
@@ -99,10 +101,11 @@ METRICS = {"mono mAP": lambda r: r["map"]["mono"]["mean"], "cross mAP": lambda r
 
 def paired_differences(rows) -> list[str]:
     """Hybrid minus X-X and minus X-Y, seed by seed (same seed: same start, same data seed), as a
-    table: mean ± standard deviation over seeds, then each seed's difference."""
+    table: mean ± standard deviation over seeds, then each seed's difference, and where both
+    results hold per-query values, the 95% interval from the test rows (`test_rows`)."""
     by = {(label, train): {r.get("seed", i): r for i, r in enumerate(runs)} for label, train, runs in rows
           if label != "zero-shot"}
-    lines = []
+    lines, intervals = [], False
     for train in sorted({t for _, t in by if t}):
         hybrid = by.get(("hybrid", train), {})
         for other in ("xx", "xy"):
@@ -114,16 +117,39 @@ def paired_differences(rows) -> list[str]:
                 d = [get(hybrid[s]) - get(by[other, train][s]) for s in seeds]
                 digits = 1 if name == "rank distance" else 3
                 m, sd = recipes.mean_sd(d)
+                se = [x[1] for s in seeds if (x := test_rows(hybrid[s], by[other, train][s], name)) is not None]
+                rows_part = f"; rows ±{paired.Z95 * sum(se) / len(se):.{digits}f}" if len(se) == len(seeds) else ""
+                intervals |= bool(rows_part)
                 cells.append(f"{m:+.{digits}f}" + (f" ± {sd:.{digits}f}" if len(d) > 1 else "")
-                             + " (" + ", ".join(f"{x:+.{digits}f}" for x in d) + ")")
+                             + " (" + ", ".join(f"{x:+.{digits}f}" for x in d) + rows_part + ")")
             lines.append(f"| hybrid - {recipes.LABELS[other]} | {train} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     if not lines:
         return []
+    rows_note = (" \"rows ±\" is the 95% interval of one seed's difference from the test rows alone, the question "
+                 "id as the unit (the mean over seeds of 1.96 standard errors; minihbt/downstream/paired.py)."
+                 if intervals else "")
     return ["Paired differences, hybrid minus X-X and minus X-Y, taken seed by seed (a seed fixes the start, "
             "the sampler's seed and the dropout stream): mean ± standard deviation over the seeds, then each "
-            "seed's difference. Positive is better for mAP, negative for rank distance.\n",
+            "seed's difference. Positive is better for mAP, negative for rank distance." + rows_note + "\n",
             "| difference | trained on | seeds | " + " | ".join(METRICS) + " |", "|---|---|---|" + "---|" * len(METRICS),
             *lines, ""]
+
+
+SETTINGS = {"mono mAP": "mono", "cross mAP": "cross", "multi mAP": "multi", "rank distance": "rank_distance"}
+
+
+def test_rows(a: dict, b: dict, metric: str) -> tuple[float, float] | None:
+    """(D, SE) of result a minus result b in `metric` from their per-query values, the question id
+    as the unit (paired.difference, items by id); None unless both results hold them. Languages
+    (or pairs) with fewer than 2 queries are left out, as their per-language value is."""
+    if "per_query" not in a or "per_query" not in b:
+        return None
+    va, vb = (per_query.query_values(r)[SETTINGS[metric]] for r in (a, b))
+    keys = [k for k in va if len(va[k].qids) >= 2]
+    if any(va[k].qids != vb[k].qids for k in keys):
+        raise UserError(f"{a['model']} and {b['model']}: their per-query values are not of the same queries")
+    return paired.difference({k: va[k].values for k in keys}, {k: vb[k].values for k in keys}, keys,
+                             items={k: va[k].qids for k in keys})
 
 
 def query_mean(per_pair: dict, x: str, langs: list[str]) -> float:
