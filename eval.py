@@ -2,7 +2,7 @@
 
     python eval.py --dataset xquad-r|mlqa-r|DIR [--model e5-small|DIR] [--langs en de ...]
                    [--out FILE.json] [--batch-size 64] [--max-len 512] [--context] [--allow-seen]
-                   [--dtype fp32|bf16] [--device cpu|cuda]
+                   [--dtype fp32|bf16|int8] [--device cpu|cuda]
     python eval.py --dataset xnli|tydiqa|sib-200|tatoeba [--model M] [--limit N] [--out FILE.json]
     python eval.py --dataset DIR [--split test] [--run-out run.trec] [--model M] [--out FILE.json]
                                                         # DIR: a BEIR or MIRACL collection
@@ -33,6 +33,7 @@ import torch
 from minihbt import beir, beir_eval, downstream_eval, lareqa, load_encoder
 from minihbt.files import ArgumentParser, UserError, atomic_write_json, run_cli
 from minihbt.lareqa_eval import encode_dataset, evaluate, report, seen_in_training, table
+from minihbt.text_encoder import DTYPES
 
 
 @dataclass
@@ -46,7 +47,7 @@ class EvalConfig:
     context: bool = False         # append the paragraph to each candidate sentence
     allow_seen: bool = False      # evaluate even if the model was trained on this dataset
     progress: bool = True         # progress lines on stderr while encoding
-    dtype: str = "fp32"           # "fp32" | "bf16": the encoder's precision (minihbt/text_encoder.py)
+    dtype: str = "fp32"           # "fp32" | "bf16" | "int8": the encoder's precision (minihbt/text_encoder.py)
     device: str = "cpu"           # "cpu" | "cuda": where the encoder runs (search and metrics: numpy, CPU)
     limit: int | None = None      # downstream tasks only: the first N rows of every file
     split: str | None = None      # BEIR / MIRACL only: the qrels split (None: the only one, else test)
@@ -173,8 +174,9 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     p.add_argument("--allow-seen", action="store_true", help="evaluate a model whose provenance lists this dataset")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--limit", type=int, help="downstream tasks: only the first N rows of every file (quick runs)")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                   help="fp32 (default), or bf16 autocast: faster only on bf16 hardware (bench/README.md)")
+    p.add_argument("--dtype", choices=DTYPES, default="fp32",
+                   help="fp32 (default); bf16 autocast: faster only on bf16 hardware; int8 Linears (CPU; "
+                        "docs/PRECISION.md)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where the encoder runs (default cpu; embeddings are cached per device type)")
     p.add_argument("--split", help="BEIR / MIRACL: the qrels split (default: the only one, else test)")

@@ -91,7 +91,7 @@ from minihbt.files import ArgumentParser, UserError, atomic_write_bytes, run_cli
 from minihbt.lareqa import LANGS, TRAIN_LANGS, dataset_fingerprint, load_groups
 from minihbt.loss import DEFAULT_TEMPERATURE
 from minihbt.sampler import SAMPLERS, HybridSampler, false_negatives
-from minihbt.text_encoder import DTYPES
+from minihbt.text_encoder import DTYPES, TRAIN_DTYPES
 from minihbt.train_step import (ADAMW, batch_negatives, batch_texts, keep_freed_memory, loss_and_backward, lr_at,
                                 make_embed, make_optimizer)
 from minihbt.validation import hold_out
@@ -128,6 +128,9 @@ class TrainConfig:
             self.warmup = self.max_steps // 10
         if self.dtype is None:
             self.dtype = "bf16" if self.device == "cuda" else "fp32"
+        if self.dtype in DTYPES and self.dtype not in TRAIN_DTYPES:
+            raise UserError(f"--dtype {self.dtype}: inference only (eval.py --dtype {self.dtype}); train in "
+                            f"{' or '.join(TRAIN_DTYPES)}")
         for flag, value, ok in [
             ("--lr", self.lr, self.lr > 0), ("--weight-decay", self.weight_decay, self.weight_decay >= 0),
             ("--max-steps", self.max_steps, self.max_steps >= 1),
