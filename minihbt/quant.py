@@ -11,7 +11,7 @@ What is quantised (and what is not)
       y[m, n] = (sum_k q_x[m, k] q_w[n, k]) * s_x[m] * s_w[n] + b[n]
   The sum is exact in int32 (|q| <= 127, K <= 3072: at most 127^2 * 3072 < 2^26), so the only
   errors are the two roundings to int8; `round` is torch's (half to even), the clamp to
-  [-127, 127] changes nothing except an all-zero row (scale clamped to a tiny positive number).
+  [-127, 127] is implied by the scale (an all-zero row gets a tiny positive scale and q = 0).
   `int8_linear` below is that formula, line for line.
 - in fp32, as before: the embedding lookups, every LayerNorm, residual adds, GELU, attention
   (q k^T, softmax, the weighted sum of v: activations times activations), the biases, mean
@@ -26,7 +26,8 @@ measured choice is in docs/PRECISION.md (cosine to fp32 on real text, per tensor
 
 Why this implementation (`torch._int_mm`). torch ships an int8 x int8 -> int32 matrix product,
 `torch._int_mm`, which on x86 CPUs with VNNI runs oneDNN's int8 GEMM; the quantisation around it
-is four plain tensor ops. The alternatives, measured on the same shapes (docs/PRECISION.md):
+is a few plain tensor ops (as few as possible: each op is a pass over memory and, with 2 threads,
+a synchronisation point). The alternatives, measured on the same shapes (docs/PRECISION.md):
 `torch.ao.quantization.quantize_dynamic` (fbgemm / x86 engines; deprecated in favour of torchao)
 quantises activations per tensor only, and its packed GEMM was slower than `_int_mm` here;
 `torch.ops.aten._weight_int8pack_mm` is weight-only int8 (fp32 activations), slower than fp32
@@ -66,12 +67,14 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def quantize_rows(x: torch.Tensor, per: str = "token") -> tuple[torch.Tensor, torch.Tensor]:
     """x (M, K) fp32 -> int8 and its scale (M, 1): per token s_x = max|x[m, :]| / 127, or one per tensor."""
     if per == "token":
-        s_x = x.abs().amax(dim=1, keepdim=True).clamp(min=TINY) / QMAX
+        amax = torch.linalg.vector_norm(x, float("inf"), dim=1, keepdim=True)  # max |x[m, :]|, one pass
     elif per == "tensor":
-        s_x = (x.abs().amax().clamp(min=TINY) / QMAX).expand(x.shape[0], 1)
+        amax = torch.linalg.vector_norm(x, float("inf")).expand(x.shape[0], 1)
     else:
         raise ValueError(f"per must be one of {PER}, got {per!r}")
-    return torch.round(x / s_x).clamp(-QMAX, QMAX).to(torch.int8), s_x
+    s_x = amax.clamp(min=TINY) / QMAX
+    # |x / s_x| <= 127 up to rounding, so round() stays in [-127, 127]: no clamp pass is needed
+    return torch.round_(x / s_x).to(torch.int8), s_x
 
 
 def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -88,9 +91,8 @@ def int8_linear(x: torch.Tensor, q_w_t: torch.Tensor, s_w: torch.Tensor, bias: t
     shape = x.shape
     q_x, s_x = quantize_rows(x.reshape(-1, shape[-1]).float(), per)   # int8 (M, K), (M, 1)
     acc = int_mm(q_x, q_w_t)                                          # int32 (M, N), exact
-    y = acc.float().mul_(s_x).mul_(s_w)                               # back to fp32: both scales
-    if bias is not None:
-        y.add_(bias)
+    y = acc.float().mul_(s_x)                                         # back to fp32: the token's scale,
+    y = torch.addcmul(bias, y, s_w) if bias is not None else y.mul_(s_w)   # the channel's, + b
     return y.reshape(*shape[:-1], -1)
 
 
