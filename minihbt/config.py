@@ -21,7 +21,8 @@ from minihbt.io.files import ArgumentParser, UserError
 
 SAMPLERS = ("xx", "xy", "hybrid")            # X-X, X-Y, hybrid batches (minihbt/sampler.py)
 TRAIN_LANGS = ["ar", "de", "en", "es", "hi", "ru", "th", "tr", "zh"]  # the paper's; el, vi unseen
-DTYPES = ("fp32", "bf16")                    # the encoder's precision (minihbt/text_encoder.py)
+DTYPES = ("fp32", "bf16", "int8")            # the encoder's precision (minihbt/text_encoder.py)
+TRAIN_DTYPES = ("fp32", "bf16")              # int8 is for encoding only (minihbt/quant.py)
 ADAMW = ("fused", "foreach", "for-loop")     # torch's AdamW implementations (minihbt/step.py)
 DEVICES = ("cpu", "cuda")
 
@@ -69,7 +70,7 @@ class TrainConfig:
                       "same numbers on every machine)", choices=DEVICES)
     compile: bool = opt(False, "torch.compile the encoder")
     dtype: str | None = opt(None, "fp32, or bf16 autocast with fp32 weights (None: bf16 on cuda, fp32 on cpu)",
-                            choices=DTYPES)
+                            choices=DTYPES)  # int8 is refused below with a reason, not by argparse
     adamw: str = opt("fused", "AdamW implementation: fused (fastest), foreach, for-loop (torch's reference)",
                      choices=ADAMW)
 
@@ -78,6 +79,9 @@ class TrainConfig:
             self.warmup = self.max_steps // 10
         if self.dtype is None:
             self.dtype = "bf16" if self.device == "cuda" else "fp32"
+        if self.dtype in DTYPES and self.dtype not in TRAIN_DTYPES:
+            raise UserError(f"--dtype {self.dtype}: inference only (eval.py --dtype {self.dtype}); train in "
+                            f"{' or '.join(TRAIN_DTYPES)}")
         for flag, value, ok, expected in [
             ("--lr", self.lr, self.lr > 0, "a positive number"),
             ("--weight-decay", self.weight_decay, self.weight_decay >= 0, "a number >= 0"),
@@ -130,8 +134,8 @@ class EvalConfig:
     allow_seen: bool = opt(False, "evaluate a model whose provenance lists this dataset as training data")
     progress: bool = opt(True, "no progress lines on stderr", flag="--quiet")
     limit: int | None = opt(None, "downstream tasks: at most N rows of every file (quick runs)", type=int)
-    dtype: str = opt("fp32", "fp32, or bf16 autocast (faster only where the CPU has bf16: docs/PRECISION.md)",
-                     choices=DTYPES)
+    dtype: str = opt("fp32", "fp32, bf16 autocast (faster only where the CPU has bf16) or int8 (CPU): "
+                     "docs/PRECISION.md", choices=DTYPES)
     device: str = opt("cpu", "where the encoder runs (search and metrics: numpy, CPU)", choices=DEVICES)
     split: str | None = opt(None, "BEIR / MIRACL: the qrels split (None: the only one, else test)")
     run_out: str | None = opt(None, "BEIR / MIRACL: write each query's top 100 as a TREC run file")

@@ -18,33 +18,18 @@ Contract
 - `TextEncoder.fingerprint`: a hash of weights, tokenizer, prefixes, pooling and precision (the
   inputs that fix what `encode` returns), for caches.
 - `TextEncoder.save(dir, provenance)`: a complete model directory (hf_format.save_model_dir).
-- `TextEncoder.dtype` ("fp32" | "bf16", from `load_encoder(..., dtype=)`): the precision of `encode`
-  and of train_step.make_embed, on CPU and CUDA alike.
+- `TextEncoder.dtype` ("fp32" | "bf16" | "int8", from `load_encoder(..., dtype=)`): the precision of
+  `encode` and of train_step.make_embed, on CPU and CUDA alike; "int8" (CPU, encoding only: never
+  for training, and such an encoder is not saved) is an encoder whose nn.Linear layers are
+  minihbt/quant.py's Int8Linear (int8 weights per output channel, int8 activations per token).
 
-Precision. "fp32" computes everything in float32. "bf16" runs the encoder under
-`torch.autocast(bfloat16)` with the weights kept in fp32 (the master copy AdamW updates):
-- in bf16: every nn.Linear (q, k, v, the attention output, both MLP matrices, the pooler), which
-  autocast feeds bf16 casts of input and weight (products exact, sums accumulated in fp32 by the
-  GEMM, the result rounded to bf16); the GELU of the bf16 MLP activation; the attention's q, k, v.
-  Attention itself (CPU, torch 2.13, checked in tests/test_text_encoder.py): without dropout the
-  flash kernel, which keeps its scores, softmax and sums in fp32 and rounds the output to bf16;
-  with dropout (training) the math kernel, which casts q, k, v up and runs scores, softmax and
-  the weighted sum in fp32. In the backward pass the matrix products run in bf16 too, and the
-  weight gradients are cast to fp32 into `.grad`.
-- in fp32: the embedding lookups and every LayerNorm. CPU autocast would run layer_norm in the
-  dtype of its input, but here each input is fp32: the residual stream starts from fp32
-  embeddings and `bf16 dense output + fp32 residual` promotes to fp32. So residual adds,
-  LayerNorms, pooling and the L2 normalisation are fp32 (LaBSE's pooler is a Linear, so it and
-  its tanh run in bf16; Encoder.embed casts its output up before normalising), and embeddings
-  come out fp32.
-- the loss: train_step computes it outside autocast, in fp32 (inside, CPU autocast would run the
-  score matrix `q @ d.T` in bf16).
-On CUDA the Linears and LayerNorms split the same way (CUDA autocast lists layer_norm as fp32
-too); attention takes the fused bf16 kernels with or without dropout, which keep the softmax in
-fp32 (torch's documentation; not checked here, no GPU was available).
-bf16 pays off only where the hardware multiplies bf16 natively (CUDA GPUs; CPUs with AVX512-BF16
-or AMX). Elsewhere torch emulates it: on the 2-core AVX2 development CPU e5-small encodes about 8x
-slower in bf16 than in fp32 (bench/README.md), so `load_encoder` prints a note there.
+Precision (every detail, and measurements: docs/PRECISION.md). "fp32" computes everything in
+float32. "bf16" runs the encoder under `torch.autocast(bfloat16)` with the weights kept in fp32
+(the master copy AdamW updates): every nn.Linear in bf16, embeddings, LayerNorms, residual adds,
+pooling and the L2 normalisation in fp32; the loss is computed outside autocast, in fp32. It pays
+only where the hardware multiplies bf16 natively (CUDA GPUs; CPUs with AVX512-BF16 or AMX);
+elsewhere torch emulates it, so `load_encoder` prints a note there. "int8" (CPU, encoding only)
+replaces every nn.Linear by minihbt/quant.py's Int8Linear; the rest stays fp32.
 """
 from __future__ import annotations
 
@@ -58,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minihbt import quant
 from minihbt.config import DTYPES
 from minihbt.io import convert, hf_format
 from minihbt.io.files import UserError, old_copy
@@ -67,10 +53,11 @@ from minihbt.transformer import Encoder
 
 
 def autocast(device: torch.device, dtype: str):
-    """The context that runs the encoder in `dtype`: bf16 autocast, or nothing for fp32."""
+    """The context that runs the encoder in `dtype`: bf16 autocast, or nothing for fp32 and int8
+    (whose int8 Linears are in the model itself)."""
     if dtype not in DTYPES:
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype == "fp32":
+    if dtype in ("fp32", "int8"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
@@ -92,6 +79,9 @@ class TextEncoder:
         self.prefixes = dict(prefixes)
         self.meta = dict(meta or {})
         autocast(torch.device("cpu"), dtype)  # refuses an unknown dtype now rather than at the first batch
+        if (dtype == "int8") != quant.is_quantized(model):
+            raise ValueError(f"dtype {dtype!r} with a model whose Linears are "
+                             f"{'int8' if quant.is_quantized(model) else 'float'} (load_encoder(..., dtype='int8') quantises)")
         self.dtype = dtype
 
     @property
@@ -106,7 +96,9 @@ class TextEncoder:
         of the code before `dtype` existed; bf16 embeddings get keys of their own."""
         h = hashlib.sha256()
         parts = [self.model.config.to_hf(), self.model.config.pooling, self.model.config.normalize, self.prefixes]
-        h.update(json.dumps(parts + ([self.dtype] if self.dtype != "fp32" else []), sort_keys=True).encode())
+        parts += [self.dtype] if self.dtype != "fp32" else []
+        parts += [quant.SCHEME, quant.SOURCE_HASH] if self.dtype == "int8" else []  # + the int8 weights below
+        h.update(json.dumps(parts, sort_keys=True).encode())
         h.update(self.tokenizer.raw_json.encode("utf-8"))
         for k, v in self.model.state_dict().items():
             h.update(k.encode())
@@ -158,13 +150,17 @@ class TextEncoder:
     def save(self, dir: str | os.PathLike, provenance: dict | None = None) -> None:
         """A complete model directory, replaced atomically (hf_format.save_model_dir); the
         provenance defaults to the one this model was loaded with."""
+        if self.dtype == "int8":
+            raise UserError("an int8 encoder is not saved: save the fp32 model, load_encoder(..., dtype='int8') quantises it")
         prov = provenance if provenance is not None else self.meta.get("provenance")
         self.meta = hf_format.save_model_dir(dir, self.model, self.tokenizer, self.prefixes, prov)
 
 
 def load_encoder(name_or_dir: str | os.PathLike, device: str = "cpu", dtype: str = "fp32") -> TextEncoder:
     """A model directory, or a manifest name such as "e5-small" (fetched and converted once), on
-    `device`, encoding in `dtype` ("fp32" | "bf16", see the module docstring)."""
+    `device`, encoding in `dtype` ("fp32" | "bf16" | "int8", see the module docstring)."""
+    if dtype == "int8" and torch.device(device).type != "cpu":
+        raise UserError(f"dtype int8 is for CPU encoding; on {device} use bf16")
     path = Path(name_or_dir)
     if not path.is_dir():
         if os.sep in str(name_or_dir) or not str(name_or_dir):
@@ -176,8 +172,10 @@ def load_encoder(name_or_dir: str | os.PathLike, device: str = "cpu", dtype: str
     meta = hf_format.read_meta(path)
     model = hf_format.load_pretrained(path).to(device)
     tokenizer = Tokenizer.from_file(path / "tokenizer.json")
+    if dtype == "int8":
+        quant.quantize_model(model)  # every nn.Linear -> Int8Linear (minihbt/quant.py)
     te = TextEncoder(model, tokenizer, meta["prefixes"], meta, dtype)
     if dtype == "bf16" and te.device.type == "cpu" and not cpu_has_bf16():
         print("note: bf16 on a CPU without AVX512-BF16 / AMX: torch emulates it, expect it slower "
-              "than fp32 (about 8x for e5-small on a 2-core AVX2 CPU)", file=sys.stderr)
+              "than fp32 (docs/PRECISION.md)", file=sys.stderr)
     return te

@@ -47,6 +47,7 @@ def test_eval_args_reads_space_and_comma_separated_languages():
     ({"warmup": 400}, "--warmup: invalid value 400; expected an integer in [0, --max-steps]"),
     ({"dtype": "fp16"}, "--dtype: invalid value fp16; expected one of fp32, bf16"),
     ({"seed": -1}, "--seed: expected an integer in [0, 2**32), got -1"),
+    ({"dtype": "int8"}, "--dtype int8: inference only (eval.py --dtype int8); train in fp32 or bf16"),
 ])
 def test_bad_training_values_are_one_line_errors(kw, message):
     with pytest.raises(UserError) as e:
