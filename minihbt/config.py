@@ -96,7 +96,7 @@ class TrainConfig:
             ("--val-every", self.val_every, self.val_every >= 0, "an integer >= 0"),
             ("--val-fraction", self.val_fraction, 0 < self.val_fraction < 1 or not self.val_every,
              "a fraction in (0, 1)"),
-            ("--dtype", self.dtype, self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
+            ("--dtype", self.dtype, self.dtype in TRAIN_DTYPES, f"one of {', '.join(TRAIN_DTYPES)}"),
             ("--adamw", self.adamw, self.adamw in ADAMW, f"one of {', '.join(ADAMW)}"),
         ]:
             if not ok:
