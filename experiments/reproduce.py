@@ -29,9 +29,11 @@ languages the training dataset has: XQuAD-R all nine (el, vi unseen), MLQA-R ar 
 (its vi unseen; evaluated on XQuAD-R, el ru th tr vi are unseen there).
 
 Nothing is done twice: a run whose result JSON (and, for a recipe that selects on validation,
-selection JSON) is committed is skipped, even in a fresh checkout without runs/; a run whose
-checkpoint has reached the last step is not retrained (a stopped one is resumed with
-`train.py --resume`), and an evaluation whose JSON exists is not redone. Runs go to `runs/reproduce/`, results to `docs/results/*.json`, and what validation chose
+selection JSON) is committed and whose checkpoint is not here is skipped, even in a fresh checkout
+without runs/ (`experiments/reproduce_downstream.py --models <run>` trains it when its model is
+needed); a run whose checkpoint has reached the last step is not retrained (a stopped one is
+resumed with `train.py --resume`), and an evaluation whose JSON is of the checkpoint at hand (its
+"model_fingerprint") is not redone, while one of another model (a retrained run) is. Runs go to `runs/reproduce/`, results to `docs/results/*.json`, and what validation chose
 (each check's score, the step evaluated) to `docs/results/selection/<run>.json`; the tables between
 the markers in `docs/RESULTS.md` and `docs/results.png` are built from those JSON files alone.
 """

@@ -31,7 +31,8 @@ Contract (cfg: a minihbt.config.EvalConfig; reads dataset, batch_size, max_len, 
     encode_dataset(enc, ds, cfg) -> (Q, C): {lang: np.float32 (questions of lang, H)},
         {lang: np.float32 (candidates of lang, H)}, row order = ds.questions / ds.candidates.
     evaluate(ds, Q, C) -> {"mono": {lang: Scores}, "cross": {"x-y": Scores}, "multi": {lang: Scores}}.
-    report(ds, res, cfg, zero_shot, seconds) -> the JSON results object; table(report) -> text.
+    report(ds, res, cfg, zero_shot, seconds, model_fp) -> the JSON results object (with the model's
+        fingerprint, so a result can be told from one of a retrained model); table(report) -> text.
         The report holds each query's ranks ("per_query"): minihbt/per_query.py re-derives each
         query's values from them, the unit of paired intervals. Pair keys are "x-y" (per_query.pair_keys).
     seen_in_training(provenance, dataset): the zero-shot guard, following base-model provenance.
@@ -59,10 +60,10 @@ def candidate_text(c: Candidate, context: bool) -> str:
     return f"{c.text} {c.context}" if context else c.text
 
 
-def encode_dataset(enc, ds: LAReQA, cfg):
+def encode_dataset(enc, ds: LAReQA, cfg, model_fp: str | None = None):
     """Question and candidate embeddings per language, each encoded once and cached."""
     Q, C = {}, {}
-    model_fp = enc.fingerprint  # hashes every weight: compute once
+    model_fp = model_fp or enc.fingerprint  # hashes every weight: compute once
     for lang in ds.langs:
         fp = dataset_fingerprint(cfg.dataset, [lang])
         for kind, texts in (("query", [q.text for q in ds.questions[lang]]),
@@ -127,12 +128,13 @@ def _summary(rows: dict[str, Scores], field: str, per: str) -> dict:
     return {"mean": _json_number(_mean(values.values())), per: {k: _json_number(v) for k, v in values.items()}}
 
 
-def report(ds: LAReQA, res: dict, cfg, zero_shot: bool, seconds: float) -> dict:
+def report(ds: LAReQA, res: dict, cfg, zero_shot: bool, seconds: float, model_fp: str | None = None) -> dict:
     """The JSON results object (NaN, e.g. an empty pair, is null)."""
     mono, cross, multi = res["mono"], res["cross"], res["multi"]
     return {
         "dataset": ds.name,
         "model": cfg.model,
+        "model_fingerprint": model_fp,  # TextEncoder.fingerprint of the model evaluated
         "dtype": getattr(cfg, "dtype", "fp32"),  # the encoder's precision (eval.py --dtype)
         "langs": ds.langs,
         "map": {"mono": _summary(mono, "map", "per_lang"),
@@ -262,5 +264,7 @@ def run(cfg, encoder=None) -> dict:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     enc, seen = model_for(cfg, encoder)
-    Q, C = encode_dataset(enc, ds, cfg)
-    return report(ds, evaluate(ds, Q, C), cfg, zero_shot=not seen, seconds=time.perf_counter() - t0)
+    model_fp = enc.fingerprint  # hashes every weight: once, for the cache keys and the report
+    Q, C = encode_dataset(enc, ds, cfg, model_fp)
+    return report(ds, evaluate(ds, Q, C), cfg, zero_shot=not seen, seconds=time.perf_counter() - t0,
+                  model_fp=model_fp)

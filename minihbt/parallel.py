@@ -120,9 +120,15 @@ def shard_inputs(x, world: World):
 
 def gather(x: torch.Tensor, world: World) -> torch.Tensor:
     """(b, H) on every rank -> (W*b, H) in rank order; the backward returns each rank its slice's
-    gradient summed over all ranks' losses (see the module docstring)."""
+    gradient summed over all ranks' losses (see the module docstring).
+
+    The backward is a collective too, so with autograd on the gathered tensor takes part in it on
+    every rank, even where x needs no gradient (a rank whose hard-negative slots are all empty
+    gathers zero rows): skipped there, it would leave the other ranks waiting in it for ever."""
     if world.size == 1:
         return x
+    if torch.is_grad_enabled() and not x.requires_grad:
+        x = x.detach().requires_grad_()  # a leaf: its gradient goes nowhere, but the collective is run
     return torch.cat(dist_nn.all_gather(x), dim=0)  # W x (b, H) -> (W*b, H)
 
 

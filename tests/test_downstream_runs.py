@@ -48,10 +48,64 @@ def test_evaluate_runs_eval_py_per_task_and_skips_done(tmp_path, monkeypatch):
                       "--out", "docs/downstream/xnli__xquad-r-xy-s1.json"],
                      ["--dataset", "tatoeba", "--model", "runs/reproduce/xquad-r-xy-s1/checkpoint",
                       "--out", "docs/downstream/tatoeba__xquad-r-xy-s1.json"]]
-    with pytest.raises(UserError, match="xquad-r-xx-s1 not found or not finished"):
-        downstream_runs.evaluate(["xquad-r-xx-s1"], ["xnli"])
+    with pytest.raises(UserError, match="xquad-r-xx not found or not finished"):  # not a run name
+        downstream_runs.evaluate(["xquad-r-xx"], ["xnli"])
     calls.clear()
     downstream_runs.evaluate(["xquad-r-xy-s1"], ["sib-200"], "cuda")  # a model trained on a GPU, evaluated there
     assert calls == [["--dataset", "sib-200", "--model", "runs/reproduce/xquad-r-xy-s1/checkpoint",
                       "--out", "docs/downstream/sib-200__xquad-r-xy-s1.json", "--device", "cuda"]]
     assert NAME.fullmatch("xquad-r-hybrid-cuda-s1")["recipe"] == "cuda" == recipes.RUN.fullmatch("xquad-r-hybrid-cuda-s1")["recipe"]
+
+
+def test_a_named_model_that_is_not_here_is_trained_and_old_results_redone(tmp_path, monkeypatch):
+    """docs/DOWNSTREAM.md's next step: the old recipe's seed-1 models, whose LAReQA results are
+    committed but whose checkpoints are not (runs/ is not committed). Asking for one trains it
+    (through the retrieval runner, the old recipe's flags), and its committed results, of the
+    model that was trained then, are evaluated again for the model trained now."""
+    from minihbt.config import TrainConfig
+    from minihbt.experiments import downstream_report, retrieval, retrieval_report
+
+    monkeypatch.setattr(recipes, "ROOT", tmp_path)
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path / "docs" / "results")
+    monkeypatch.setattr(recipes, "DOWNSTREAM", tmp_path / "docs" / "downstream")
+    monkeypatch.setattr(retrieval_report, "report", lambda: None)
+    monkeypatch.setattr(downstream_report, "report", lambda: None)
+    monkeypatch.setattr(recipes, "model_fingerprint", lambda d: "new", raising=False)
+    name = "xquad-r-hybrid-s1"
+    for path in (recipes.RESULTS / f"mlqa-r__{name}.json", recipes.DOWNSTREAM / f"xnli__{name}.json"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"model_fingerprint": "old"}))  # committed, of the model trained back then
+    ran = []
+
+    def sh(cmd):  # train.py leaves a finished run; eval.py a result
+        ran.append(cmd[1:])
+        flags = dict(zip(cmd[2::2], cmd[3::2]))
+        if cmd[1] == "train.py":
+            cfg = TrainConfig()
+            ckpt = tmp_path / flags["--out"] / "checkpoint"
+            ckpt.mkdir(parents=True)
+            (ckpt / "trainer.json").write_text(json.dumps(
+                {"step": cfg.max_steps, "config": {"max_steps": cfg.max_steps, "batch_size": cfg.batch_size}}))
+
+    def fake_run(cmd, cwd):
+        ran.append(cmd[1:])
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(recipes, "sh", sh)
+    monkeypatch.setattr(downstream_runs.subprocess, "run", fake_run)
+    assert downstream_runs.main(["--models", name, "--tasks", "xnli"]) == 0
+    out = f"runs/reproduce/{name}"
+    assert [c[0] for c in ran] == ["train.py", "eval.py", "eval.py"]
+    train = ran[0]
+    assert train[train.index("--out") + 1] == out and train[train.index("--seed") + 1] == "1"
+    assert all(f in train for f in recipes.RECIPES["old"])
+    assert ran[1] == ["eval.py", "--dataset", "mlqa-r", "--model", f"{out}/checkpoint",
+                      "--out", f"docs/results/mlqa-r__{name}.json"]
+    assert ran[2] == ["eval.py", "--dataset", "xnli", "--model", f"{out}/checkpoint",
+                      "--out", f"docs/downstream/xnli__{name}.json"]
+
+    # Once the results are of the model at hand, nothing is done again.
+    monkeypatch.setattr(recipes, "model_fingerprint", lambda d: "old", raising=False)
+    ran.clear()
+    assert downstream_runs.main(["--models", name, "--tasks", "xnli"]) == 0
+    assert ran == []

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import cli, user_error
-from minihbt import lareqa_eval
+from minihbt import lareqa_eval, load_encoder
 from minihbt.config import EvalConfig, eval_args
 from minihbt.io.files import UserError
 from test_lareqa_eval import FakeEncoder, run, write_dataset
@@ -58,8 +58,9 @@ def test_cli_with_tiny_bert_writes_the_schema(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr
     res = json.loads(out.read_text())
-    assert list(res) == ["dataset", "model", "dtype", "langs", "map", "recall", "rank_distance", "counts",
-                         "zero_shot", "seconds", "per_query"]
+    assert list(res) == ["dataset", "model", "model_fingerprint", "dtype", "langs", "map", "recall", "rank_distance",
+                         "counts", "zero_shot", "seconds", "per_query"]
+    assert res["model_fingerprint"] == load_encoder(TINY_BERT).fingerprint  # what the experiment runners check
     assert set(res["map"]) == {"mono", "cross", "multi"}
     assert set(res["map"]["cross"]) == {"mean", "per_pair"}
     assert set(res["recall"]) == {"mono@1", "cross@1", "multi@10"}

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,75 @@ def test_two_processes_match_one_process(shared, tmp_path):
         assert max_diff(two["weights"], one["weights"]) <= 1e-6, variant
     # The comparison can fail: the hard negatives and the mask are in the loss and move the weights.
     assert max_diff(three_steps(model, data, 0, recipe=False)["weights"], one["weights"]) > 1e-4
+
+
+# --- one rank with no hard negatives (JSONL data where only en has them) ---------------------
+
+def write_groups_en_hard_only(path: Path) -> str:
+    """A minihbt/jsonl_groups.py file, 12 groups in en and de; only the en examples have hard_negatives,
+    so every slot of an example whose passage is German stays empty."""
+    colors = {"en": ["red", "green", "blue", "white", "black", "grey"],
+              "de": ["rote", "grüne", "blaue", "weiße", "schwarze", "graue"]}
+    animals = {"en": ["cat", "horse", "bird", "fish"], "de": ["Katze", "Pferd", "Vogel", "Fisch"]}
+    lines = []
+    for k in range(12):
+        ex = {}
+        for lang in ("en", "de"):
+            c, a = colors[lang][k % 6], animals[lang][k // 6 * 2 + k % 2]
+            ex[lang] = ({"query": f"Where does the {c} {a} live?", "passage": f"The {c} {a} lives in town {k}.",
+                         "hard_negatives": [f"The {c} {a} sleeps in house {k}.", f"A {c} dog lives near {k}."]}
+                        if lang == "en" else
+                        {"query": f"Wo lebt die {c} {a}?", "passage": f"Die {c} {a} lebt in Stadt {k}."})
+        lines.append(json.dumps({"id": f"g{k}", "examples": ex}, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def ranks_with_timeout(argv: list[str], world_size: int, out: Path, timeout: float) -> list[int]:
+    """`python train.py argv` in `world_size` processes set up as torchrun sets up its workers (one
+    process each, so each can be killed): their exit codes. Past the timeout every one is killed
+    and the test fails, so a hang fails rather than blocks."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+                        "WORLD_SIZE": str(world_size)}
+    procs = []
+    for rank in range(world_size):
+        with open(out / f"rank{rank}.err", "w") as err:
+            procs.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, argv)], cwd=ROOT,
+                                          stdout=subprocess.DEVNULL, stderr=err,
+                                          env=env | {"RANK": str(rank), "LOCAL_RANK": str(rank)}))
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.wait(timeout=max(deadline - time.monotonic(), 0.1)) for p in procs]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"train.py over {world_size} processes did not finish in {timeout} s (a rank waits in a "
+                    "collective)")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.parametrize("extra", [[], ["--grad-cache-chunk", "1"]], ids=["direct", "grad-cache"])
+def test_rank_without_hard_negatives_does_not_hang(extra, tmp_path, capsys):
+    model = without_dropout(tmp_path / "tiny-bert")  # the ranks' dropout masks would differ from 1 process
+    jsonl = write_groups_en_hard_only(tmp_path / "groups.jsonl")
+    flags = ["--sampler", "hybrid", "--model", model, "--train-data", jsonl, "--langs", "de,en", "--batch-size", "4",
+             "--hard-negatives", "1", "--seed", "3", "--max-steps", "4", "--val-every", "0", "--log-every", "1",
+             "--lr", "1e-3", *extra]
+    # The case is drawn: in some batch one rank's examples (0-1 or 2-3) have only empty slots and
+    # the other rank's do not.
+    capsys.readouterr()
+    assert cli("train.py", flags + ["--show-batches", "4"]) == 0
+    batches = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    filled = [[any(s is not None for e in b["hard_negatives"][r:r + 2] for s in e) for r in (0, 2)] for b in batches]
+    assert [True, False] in filled or [False, True] in filled, filled
+
+    assert cli("train.py", flags + ["--out", tmp_path / "one"]) == 0
+    codes = ranks_with_timeout(flags + ["--out", tmp_path / "two"], 2, tmp_path, timeout=120)
+    assert codes == [0, 0], (tmp_path / "rank0.err").read_text()[-3000:]
+    assert steps(tmp_path / "two") == [1, 2, 3, 4]
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
 
 
 # --- GradCache == the whole batch -------------------------------------------------------------

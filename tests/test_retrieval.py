@@ -205,45 +205,47 @@ def test_a_committed_result_is_not_trained_again_in_a_fresh_checkout(recipe, tmp
     assert recorded == ([todo] if recipe == "paper" else [])
 
 
-def test_a_paper_result_without_its_selection_record_is_read_from_its_run(tmp_path, monkeypatch):
-    # the result exists but what validation chose does not: the finished run is read, nothing is run
-    ran, recorded = offline(tmp_path, monkeypatch)
-    name = recipes.run_name("xquad-r", "xx", 0, "paper")
-    committed(recipes.result_path("mlqa-r", name), recipes.result_path("mlqa-r", "zero-shot"))
+def finished_run(tmp_path, name: str) -> None:
     ckpt = tmp_path / "runs" / "reproduce" / name / "checkpoint"
     ckpt.mkdir(parents=True)
     cfg = TrainConfig()  # reproduce.py's budget defaults to train.py's
     (ckpt / "trainer.json").write_text(json.dumps(
         {"step": cfg.max_steps, "config": {"max_steps": cfg.max_steps, "batch_size": cfg.batch_size}}))
+
+
+def test_a_paper_result_without_its_selection_record_is_read_from_its_run(tmp_path, monkeypatch):
+    # the result exists but what validation chose does not: the finished run is read, nothing is run
+    ran, recorded = offline(tmp_path, monkeypatch)
+    monkeypatch.setattr(recipes, "model_fingerprint", lambda d: "f1", raising=False)  # the checkpoint at hand
+    name = recipes.run_name("xquad-r", "xx", 0, "paper")
+    committed(recipes.result_path("mlqa-r", "zero-shot"))
+    recipes.result_path("mlqa-r", name).write_text(json.dumps({"model_fingerprint": "f1"}))  # of that model
+    finished_run(tmp_path, name)
     assert retrieval.main(["--samplers", "xx", "--recipe", "paper"]) == 0
     assert ran == [] and recorded == [name]
 
 
-def test_cuda_recipe_is_the_paper_recipe_on_a_gpu_in_fp32(tmp_path, monkeypatch):
-    """--recipe cuda: exactly the paper recipe's train.py flags plus --device cuda --dtype fp32, its
-    MLQA-R evaluation with --device cuda, a selection record per run, names <train>-<sampler>-cuda-s<seed>."""
-    ran, recorded = offline(tmp_path, monkeypatch)
-    assert retrieval.main(["--recipe", "cuda", "--seeds", "0,1"]) == 0
-    trains = [c for c in ran if c[0] == "train.py"]
-    evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
-    names = [recipes.run_name("xquad-r", s, seed, "cuda") for seed in (0, 1) for s in recipes.SAMPLERS]
-    assert names[0] == "xquad-r-xx-cuda-s0"
-    assert [c[c.index("--out") + 1] for c in trains] == [f"runs/reproduce/{n}" for n in names]
-    assert recorded == names
-    for cmd in trains:
-        given, _ = train_args(cmd[1:])
-        cfg = TrainConfig(**given)
-        d = TrainConfig(device="cuda", dtype="fp32", sampler=cfg.sampler, seed=cfg.seed)
-        assert vars(cfg) == vars(d)  # train.py's defaults, on cuda in fp32
-        flags = recipes.RECIPES["paper"] + ["--device", "cuda", "--dtype", "fp32"]
-        at = cmd.index(flags[0])
-        assert cmd[at:at + len(flags)] == flags
-    for cmd, name in zip(evals, names, strict=True):
-        assert cmd[cmd.index("--model") + 1] == f"runs/reproduce/{name}/checkpoint-best"
-        assert cmd[cmd.index("--device") + 1] == "cuda"
-        m = recipes.RUN.fullmatch(name)
-        assert (m["train"], m["recipe"]) == ("xquad-r", "cuda")
-    ran.clear()
-    assert retrieval.main(["--recipe", "paper", "--samplers", "xx"]) == 0
-    paper_evals = [c for c in ran if c[0] == "eval.py" and "e5-small" not in c]
-    assert "--device" not in paper_evals[0]  # the other recipes evaluate on the CPU, as before
+@pytest.mark.parametrize("stored", ["f0", None])
+def test_a_result_of_another_model_is_evaluated_again(stored, tmp_path, monkeypatch):
+    """A retrained run (its checkpoint's fingerprint is not the result's), or a result that records
+    no fingerprint: the result does not describe the checkpoint at hand, so eval.py runs again."""
+    ran, _ = offline(tmp_path, monkeypatch)
+    fingerprinted = []
+    monkeypatch.setattr(recipes, "model_fingerprint", lambda d: fingerprinted.append(d.name) or "f1", raising=False)
+    name = recipes.run_name("xquad-r", "hybrid", 1, "old")
+    committed(recipes.result_path("mlqa-r", "zero-shot"))
+    recipes.result_path("mlqa-r", name).write_text(json.dumps({"model_fingerprint": stored}))
+    finished_run(tmp_path, name)
+    assert retrieval.main(["--samplers", "hybrid", "--recipe", "old", "--seeds", "1"]) == 0
+    assert ran == [["eval.py", "--dataset", "mlqa-r", "--model", f"runs/reproduce/{name}/checkpoint",
+                    "--out", f"docs/results/mlqa-r__{name}.json"]]
+    assert set(fingerprinted) == {"checkpoint"}
+
+
+def test_model_fingerprint_is_eval_pys_and_hashed_once(monkeypatch):
+    from minihbt import load_encoder
+    from test_train import TINY_BERT
+    expected = load_encoder(TINY_BERT).fingerprint  # what eval.py records as "model_fingerprint"
+    assert recipes.model_fingerprint(TINY_BERT) == expected
+    monkeypatch.setattr("minihbt.load_encoder", lambda *a, **kw: pytest.fail("loaded twice"))
+    assert recipes.model_fingerprint(TINY_BERT) == expected

@@ -4,9 +4,13 @@ docs/downstream/<task>__<model>.json` each (experiments/reproduce_downstream.py)
 
 Models: "zero-shot" (e5-small as released) and every finished run of runs/reproduce/ (finished:
 trainer.json's step has reached its max_steps), named as recipes.run_name names it: its
-checkpoint-best where the recipe selects on held-out groups, else its last checkpoint. A JSON that
-exists is not redone, so the command resumes where it stopped. The protocol is
-minihbt/downstream/tasks.py's.
+checkpoint-best where the recipe selects on held-out groups, else its last checkpoint. A run named
+in --models that is not here (or not finished) is trained first, by the retrieval runner
+(minihbt/experiments/retrieval.py, with its recipe's budget; it evaluates it on LAReQA too), even
+where its LAReQA result is committed: asking for a model trains it. A JSON that exists is not
+redone if it is of the model at hand (its "model_fingerprint"; zero-shot's is not checked), so the
+command resumes where it stopped; one of another model (a retrained run) is evaluated again. The
+protocol is minihbt/downstream/tasks.py's.
 """
 from __future__ import annotations
 
@@ -16,10 +20,11 @@ import subprocess
 import sys
 import time
 
-from minihbt.experiments import downstream_report, recipes
+from minihbt.experiments import downstream_report, recipes, retrieval
 from minihbt.io.files import ArgumentParser, UserError
 
 TASKS = ("xnli", "tydiqa", "sib-200", "tatoeba")
+EVALUATED_ON = {"xquad-r": "mlqa-r", "mlqa-r": "xquad-r"}  # a run's LAReQA evaluation (experiments/reproduce.py)
 
 
 def models() -> dict[str, str]:
@@ -46,8 +51,20 @@ def model_name(sampler: str, train: str, seed: int) -> str:
     return recipes.run_name(data, sampler, seed, recipe or "old")
 
 
+def trainable(name: str) -> re.Match | None:
+    """The parts of a run name that experiments/reproduce.py trains (recipes.RUN), else None."""
+    m = recipes.RUN.fullmatch(name)
+    return m if m and m["train"] in EVALUATED_ON else None
+
+
 def evaluate(names: list[str], tasks: list[str], device: str = "cpu") -> None:
     available = models()
+    for name in names:
+        if name not in available and (m := trainable(name)):  # asked for: trained (or finished) now
+            recipe = m["recipe"] or "old"
+            retrieval.train_and_eval(m["train"], EVALUATED_ON[m["train"]], m["sampler"], int(m["seed"]),
+                                     retrieval.budget(recipe), need_model=True)
+            available = models()
     unknown = [n for n in names if n not in available]
     if unknown:
         raise UserError(f"--models: {', '.join(unknown)} not found or not finished; available: {', '.join(available)}")
@@ -55,8 +72,8 @@ def evaluate(names: list[str], tasks: list[str], device: str = "cpu") -> None:
     for name in names:
         for task in tasks:
             out = recipes.DOWNSTREAM / f"{task}__{name}.json"
-            if out.is_file():
-                continue
+            if out.is_file() and (name == "zero-shot" or recipes.of_model(out, recipes.ROOT / available[name])):
+                continue  # done, of this model
             cmd = [sys.executable, "eval.py", "--dataset", task, "--model", available[name],
                    "--out", str(out.relative_to(recipes.ROOT)), *(["--device", device] if device != "cpu" else [])]
             print("$ " + " ".join(cmd), file=sys.stderr, flush=True)

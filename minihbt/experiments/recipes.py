@@ -7,6 +7,7 @@ docs/results/ (LAReQA) and docs/downstream/ (the downstream suite), runs in runs
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -57,6 +58,36 @@ def sh(cmd: list[str]) -> None:
 
 def result_path(eval_data: str, model: str) -> Path:
     return RESULTS / f"{eval_data}__{model}.json"
+
+
+_FINGERPRINTS: dict = {}
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """TextEncoder.fingerprint of a model directory, as eval.py records it in a result's
+    "model_fingerprint" (fp32): loaded and hashed once per version of its files in a process."""
+    model_dir = Path(model_dir).resolve()
+    version = (str(model_dir), tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size)
+                                            for f in model_dir.iterdir() if f.is_file())))
+    if version not in _FINGERPRINTS:
+        from minihbt import load_encoder  # torch: only when a result has to be checked
+        _FINGERPRINTS[version] = load_encoder(model_dir).fingerprint
+    return _FINGERPRINTS[version]
+
+
+def of_model(result: Path, model_dir: Path) -> bool:
+    """Whether the result JSON `result` exists and is of the model in `model_dir` (its stored
+    "model_fingerprint" is that model's; a result without one, written before results stored it,
+    is of no model that can be checked). The model is hashed only if the result exists."""
+    if not result.is_file():
+        return False
+    stored = json.loads(result.read_text()).get("model_fingerprint")
+    if stored is not None and stored == model_fingerprint(model_dir):
+        return True
+    print(f"{result.relative_to(ROOT) if result.is_relative_to(ROOT) else result}: of model "
+          f"{stored or '(no fingerprint)'}, not of {model_dir} ({model_fingerprint(model_dir)}): evaluated again",
+          file=sys.stderr, flush=True)
+    return False
 
 
 def run_name(train_data: str, sampler: str, seed: int, recipe: str) -> str:

@@ -2,12 +2,16 @@
 with eval.py on the other LAReQA dataset, record what validation chose (experiments/reproduce.py).
 
 Nothing is done twice: a run whose result JSON (and, for a recipe that selects on validation,
-selection JSON) is committed is skipped, even in a fresh checkout without runs/; a run whose
-checkpoint has reached the last step is not retrained (a stopped one is resumed with
-`train.py --resume`), and an evaluation whose JSON exists is not redone.
+selection JSON) is committed and whose checkpoint is not here is skipped, even in a fresh checkout
+without runs/; a run whose checkpoint has reached the last step is not retrained (a stopped one
+is resumed with `train.py --resume`), and an evaluation whose JSON is of the checkpoint at hand
+(its "model_fingerprint") is not redone; one of another model (a retrained run), or with no
+fingerprint, is evaluated again. `train_and_eval(..., need_model=True)` (reproduce_downstream.py
+asking for a model) also trains a run whose result is committed but whose checkpoint is missing.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -32,15 +36,32 @@ def trained_step(ckpt: Path, args) -> int:
     return saved["step"]
 
 
-def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, args) -> None:
+def budget(recipe: str, max_steps: int | None = None, batch_size: int | None = None,
+           langs: list[str] = TRAIN_LANGS) -> argparse.Namespace:
+    """What train_and_eval reads of the command line: the recipe, its budget (train.py's defaults
+    unless given; a recipe may pin the batch size) and the training languages."""
+    d, pinned = TrainConfig(), recipes.BATCH_SIZE.get(recipe)
+    if pinned and batch_size not in (None, pinned):
+        raise UserError(f"--batch-size {batch_size}: --recipe {recipe} trains at batch {pinned}")
+    return argparse.Namespace(recipe=recipe, max_steps=max_steps or d.max_steps,
+                              batch_size=batch_size or pinned or d.batch_size, langs=list(langs))
+
+
+def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, args, need_model: bool = False) -> Path:
+    """Train (or resume) the run and evaluate its model unless done; its model directory (relative
+    to recipes.ROOT). need_model: train it even where its result is committed and it is not here."""
     name = recipes.run_name(train_data, sampler, seed, args.recipe)
     res = recipes.result_path(eval_data, name)
     selection = recipes.RESULTS / "selection" / f"{name}.json"
-    if res.is_file() and (selection.is_file() or not recipes.selects_on_validation(args.recipe)):
-        return  # finished and committed: runs/ is not, so a fresh checkout must not train it again
     out = Path("runs") / "reproduce" / name  # relative to recipes.ROOT, the commands' working directory
     ckpt = out / "checkpoint"
+    model = out / ("checkpoint-best" if recipes.selects_on_validation(args.recipe) else "checkpoint")
     step = trained_step(recipes.ROOT / ckpt, args)
+    if step == 0 and not need_model and res.is_file() and (
+            selection.is_file() or not recipes.selects_on_validation(args.recipe)):
+        print(f"{name}: result committed, no checkpoint here: not trained (experiments/reproduce_downstream.py "
+              f"--models {name} trains it)", file=sys.stderr)
+        return model  # finished and committed: runs/ is not, so a fresh checkout must not train it again
     if step == 0:
         recipes.sh([sys.executable, "train.py", "--sampler", sampler, "--train-data", train_data, "--seed", str(seed),
             "--langs", ",".join(recipes.train_langs(train_data, args.langs)), *recipes.RECIPES[args.recipe],
@@ -48,12 +69,12 @@ def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, arg
             "--overwrite"])  # no checkpoint: what a run stopped before its first save left is replaced
     elif step < args.max_steps:
         recipes.sh([sys.executable, "train.py", "--resume", str(ckpt)])
-    model = out / ("checkpoint-best" if recipes.selects_on_validation(args.recipe) else "checkpoint")
     if recipes.selects_on_validation(args.recipe):
         record_selection(name, recipes.ROOT / out)
-    if not res.is_file():
+    if not recipes.of_model(res, recipes.ROOT / model):  # none yet, or of another model (a retrained run)
         recipes.sh([sys.executable, "eval.py", "--dataset", eval_data, "--model", str(model), "--out", str(res.relative_to(recipes.ROOT)),
             *recipes.EVAL_FLAGS.get(args.recipe, [])])
+    return model
 
 
 def record_selection(name: str, out: Path) -> None:
@@ -107,12 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.samplers or any(x not in SAMPLERS for x in args.samplers):
         raise UserError(f"--samplers: expected some of {', '.join(SAMPLERS)}, got {','.join(args.samplers) or 'none'}")
     if not args.report:
-        d = TrainConfig()  # the budget is train.py's default unless given
-        pinned = recipes.BATCH_SIZE.get(args.recipe)
-        if pinned and args.batch_size not in (None, pinned):
-            raise UserError(f"--batch-size {args.batch_size}: --recipe {args.recipe} trains at batch {pinned}")
-        args.max_steps = args.max_steps or d.max_steps
-        args.batch_size = args.batch_size or pinned or d.batch_size
+        b = budget(args.recipe, args.max_steps, args.batch_size, args.langs)  # train.py's defaults unless given
+        args.max_steps, args.batch_size = b.max_steps, b.batch_size
         reproduce(args)
     retrieval_report.report()
     return 0

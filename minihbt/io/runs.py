@@ -7,6 +7,8 @@ train.py shows the method; this module keeps the record of it. What a run leaves
                        at the end; a kill -9 at any moment loses only the steps since the last one
     checkpoint-best/   with validation: the model of the best held-out score so far (its
                        minihbt.json says the step and score); the model that the run selects
+    checkpoint-best.kept/  between a new best and the next checkpoint: the best model that the
+                       last checkpoint records, kept until that checkpoint is replaced
 Under torchrun only rank 0 (`lead`) writes; the others wait at each save (`parallel.barrier`).
 
 Runs never mix. A fresh run gets a random `run_id`, stored in its provenance and on every line
@@ -14,6 +16,12 @@ of its log. It refuses an --out that holds a checkpoint or a log (the old checkp
 otherwise stay until the first save and be resumed, or evaluated, as the new run's) unless told
 to --overwrite it, and then removes both before its first step. A resumed run keeps its own log
 lines up to the checkpoint's step and refuses a log or a checkpoint of another run in its --out.
+
+The best model of a resumed run is the best of its logged trajectory. The checkpoint records the
+best validation up to its step; a checkpoint-best written after it belongs to steps the resume
+redoes (their log lines are dropped), so the resume puts back the best that the checkpoint
+records (`resumed_best`): checkpoint-best.kept, which a new best does not overwrite but sets
+aside until the next checkpoint. The redone steps then replace it only by beating it.
 
 Resuming. A run resumes with the config stored in its checkpoint, and with as many processes
 (each rank's dropout RNG state is stored). A checkpoint whose config does not have exactly
@@ -39,10 +47,11 @@ from pathlib import Path
 from minihbt import parallel
 from minihbt.config import RunConfig, TrainConfig
 from minihbt.io.checkpoint import TRAINER_JSON, code_version, rng_states, save_checkpoint, set_rng_states
-from minihbt.io.files import UserError, atomic_write_bytes, remove_dir
+from minihbt.io.files import UserError, atomic_write_bytes, recover_dir, remove_dir
 from minihbt.lareqa import LANGS
 
 LOG = "log.jsonl"
+BEST, KEPT = "checkpoint-best", "checkpoint-best.kept"
 
 
 def out_dir(cfg: TrainConfig, flags: RunConfig) -> Path:
@@ -87,8 +96,9 @@ class Run:
             for n, fp in fingerprints.items():
                 if fp != self.provenance["data_fingerprints"][n]:
                     raise UserError(f"--resume: training data {n} changed since the checkpoint; batches would differ")
-            if self.lead:  # the log keeps only this run's steps that led to this checkpoint
+            if self.lead:  # the log keeps only this run's steps that led to this checkpoint, and the best model theirs
                 kept = resumed_log(self.ckpt, log_path, self.provenance["run_id"], self.start)
+                resumed_best(out, self.provenance, self.start)
                 atomic_write_bytes(log_path, "".join(l + "\n" for l in kept).encode())
         else:
             base = encoder.meta.get("provenance")
@@ -142,8 +152,12 @@ class Run:
         cfg = self.cfg
         score = sum(v.score(self.encoder, cfg.max_len_query, cfg.max_len_passage) for v in self.valsets) / len(self.valsets)
         if self.best is None or score > self.best["score"]:
+            best, kept = self.out / BEST, self.out / KEPT
+            if self.best is not None and self.best["step"] <= self.last_saved and best.is_dir():
+                remove_dir(kept)  # a leftover of a kill; the best that the last checkpoint records is `best`
+                best.rename(kept)  # kept until the next checkpoint, in case these steps are redone
             self.best = {"step": step, "score": score}
-            self.encoder.save(self.out / "checkpoint-best", provenance=self.provenance | {"step": step, "validation": self.best})
+            self.encoder.save(best, provenance=self.provenance | {"step": step, "validation": self.best})
         self.say(f"validation at step {step}: multilingual mAP {score:.4f}, "
                  f"best {self.best['score']:.4f} (step {self.best['step']}, checkpoint-best)")
         return score
@@ -154,6 +168,7 @@ class Run:
         if self.lead:
             save_checkpoint(self.ckpt, self.encoder, self.optimizer, self.sampler, step, asdict(self.cfg),
                             self.provenance | {"step": step} | ({"validation": self.best} if self.best else {}), rngs)
+            remove_dir(self.out / KEPT)  # the checkpoint now records checkpoint-best itself
         parallel.barrier(self.world)  # no rank runs ahead of (or exits before) the checkpoint
         self.last_saved = step
 
@@ -214,6 +229,40 @@ def clear_previous_run(out: Path) -> None:
             p.unlink()
         else:  # an old copy `.<name>.old.<pid>` goes with its directory <name>
             remove_dir(out / re.sub(r"^\.(.*)\.old\.\d+$", r"\1", p.name))
+
+
+def _best_of(model_dir: Path) -> tuple | None:
+    """(run id, step) of a best-model directory's provenance; None if there is none."""
+    recover_dir(model_dir)  # a save killed between its two renames left the previous version aside
+    try:
+        prov = json.loads((model_dir / "minihbt.json").read_text())["provenance"]
+        return prov.get("run_id"), prov["step"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def resumed_best(out: Path, provenance: dict, step: int) -> None:
+    """checkpoint-best of a run resumed at `step`: the best model that its checkpoint records
+    (provenance["validation"]), not one written after the checkpoint by steps that are redone.
+    That one is checkpoint-best itself, or checkpoint-best.kept where a later best was written; a
+    best written after the checkpoint is removed. The recorded best gone (a run of earlier code,
+    which kept no copy) is a UserError: the redone steps would otherwise compete with a score whose
+    model is lost."""
+    best, kept = out / BEST, out / KEPT
+    recorded = provenance.get("validation")
+    if recorded is None:  # no validation up to the checkpoint: any best model is of redone steps
+        remove_dir(best), remove_dir(kept)
+        return
+    want = (provenance["run_id"], recorded["step"])
+    if _best_of(best) == want:
+        remove_dir(kept)
+    elif _best_of(kept) == want:
+        remove_dir(best)  # of redone steps
+        kept.rename(best)
+    else:
+        raise UserError(f"--resume: {best} is not the best model that the checkpoint (step {step}) records, "
+                        f"the one of step {recorded['step']}, and no copy of it is left; start the run afresh "
+                        "(--overwrite)")
 
 
 def resumed_log(ckpt_dir: Path, log_path: Path, run_id: str | None, step: int) -> list[str]:
