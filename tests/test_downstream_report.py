@@ -124,6 +124,31 @@ def row_values(result: dict, task: str) -> dict[str, np.ndarray]:
 PARALLEL = ("xnli", "sib-200")  # test sets whose rows are translations of one another, row for row
 
 
+def seed_differences(files: dict, task: str, train: str, a: str, b: str, split: str) -> list[tuple[float, float]]:
+    """[(D, SE) per seed] of model a minus model b on `task` over the split's languages, from the rows:
+    D the mean over languages of the mean row difference; SE, where the languages' rows are
+    parallel (XNLI, SIB-200), the sd over items of the language-mean difference / sqrt(n), else
+    sqrt(sum of the languages' variances of the mean) / L; seeds matched by file name."""
+    ds = []
+    for seed in range(10):
+        ra = files.get(file_name(task, train, a, seed))
+        rb = files.get(f"{task}__zero-shot" if b == "zero-shot" else file_name(task, train, b, seed))
+        if ra is None or rb is None:
+            continue
+        va, vb = row_values(ra, task), row_values(rb, task)
+        langs = [l for l in va if split == "mean" or (l in ra["seen_langs"]) == (split == "seen")]
+        if not langs:
+            continue
+        d = [np.mean(va[l] - vb[l]) for l in langs]
+        if task in PARALLEL:
+            m = np.mean([va[l] - vb[l] for l in langs], axis=0)  # (n,) per item
+            se = np.std(m, ddof=1) / math.sqrt(len(m))
+        else:
+            se = math.sqrt(sum(np.var(va[l] - vb[l], ddof=1) / len(va[l]) for l in langs)) / len(langs)
+        ds.append((sum(d) / len(langs), se))
+    return ds
+
+
 def check_paired_against_json(text: str, results_dir) -> int:
     """Recompute every paired cell: D = mean over languages of the mean row difference; SE, where
     the languages' rows are parallel (XNLI, SIB-200: row i the same item in every language), the sd
@@ -138,23 +163,7 @@ def check_paired_against_json(text: str, results_dir) -> int:
         tasks = ["xnli", "tydiqa", "sib-200", "tatoeba"]
         for t_i, task in enumerate(tasks):
             for s_i, split in enumerate(("mean", "seen", "unseen")):
-                ds = []
-                for seed in range(10):
-                    ra = files.get(file_name(task, train, a, seed))
-                    rb = files.get(f"{task}__zero-shot" if b == "zero-shot" else file_name(task, train, b, seed))
-                    if ra is None or rb is None:
-                        continue
-                    va, vb = row_values(ra, task), row_values(rb, task)
-                    langs = [l for l in va if split == "mean" or (l in ra["seen_langs"]) == (split == "seen")]
-                    if not langs:
-                        continue
-                    d = [np.mean(va[l] - vb[l]) for l in langs]
-                    if task in PARALLEL:
-                        m = np.mean([va[l] - vb[l] for l in langs], axis=0)  # (n,) per item
-                        se = np.std(m, ddof=1) / math.sqrt(len(m))
-                    else:
-                        se = math.sqrt(sum(np.var(va[l] - vb[l], ddof=1) / len(va[l]) for l in langs)) / len(langs)
-                    ds.append((sum(d) / len(langs), se))
+                ds = seed_differences(files, task, train, a, b, split)
                 got = cells[1 + 3 * t_i + s_i]
                 if not ds:
                     assert got == "-", (name, task, split)
@@ -297,3 +306,36 @@ def test_committed_figure_bars_have_no_seed_spread_with_one_seed():
         for name, stats in rows:
             for m, ci, sd in stats.values():
                 assert 0 < ci < 0.2 and (sd is not None) == (n_seeds[name] > 1), name
+
+
+def test_the_answer_table_recomputed_from_the_rows():
+    """Every cell of DOWNSTREAM.md's answer table: the mean difference over seeds, each seed's, the
+    mean 1.96 SE and the verdict (better / worse: every seed's difference of that sign and outside
+    its own interval), recomputed from the committed rows without minihbt."""
+    text = (recipes.ROOT / "docs" / "DOWNSTREAM.md").read_text()
+    section = text.split(downstream_report.ANSWER[0], 1)[1].split(downstream_report.ANSWER[1], 1)[0]
+    files = {p.stem: json.loads(p.read_text()) for p in recipes.DOWNSTREAM.glob("*.json")}
+    tasks = {"XNLI accuracy": "xnli", "TyDi QA MRR@10": "tydiqa", "SIB-200 accuracy": "sib-200",
+             "Tatoeba accuracy": "tatoeba"}
+    labels = {v: k for k, v in recipes.LABELS.items()}
+    checked = 0
+    for line in section.strip().splitlines()[2:]:
+        pair, train, task, seeds, *cells = [c.strip() for c in line.strip("|").split("|")]
+        a, b = (labels[x.strip()] for x in pair.split("−"))
+        for split, got in zip(("mean", "seen", "unseen"), cells):
+            ds = seed_differences(files, tasks[task], train, a, b, split)
+            if not ds:
+                assert got == "-"
+                continue
+            ci = 1.96 * statistics.mean(s for _, s in ds)
+            if all(d > 1.96 * s for d, s in ds):
+                word = "better"
+            elif all(d < -1.96 * s for d, s in ds):
+                word = "worse"
+            else:
+                word = "not distinguishable"
+            each = " (" + ", ".join(f"{d:+.3f}" for d, _ in ds) + ")" if len(ds) > 1 else ""
+            assert got == f"{statistics.mean(d for d, _ in ds):+.3f}{each} ±{ci:.3f} {word}", (line, split)
+            assert int(seeds) == len(seed_differences(files, tasks[task], train, a, b, "mean"))
+            checked += 1
+    assert checked >= 60  # 5 pairs x 4 tasks x 3 splits for the old recipe alone

@@ -19,6 +19,7 @@ from minihbt.io.files import UserError, atomic_write_bytes
 
 TASKS = ("xnli", "tydiqa", "sib-200", "tatoeba")
 BEGIN, END = "<!-- reproduce_downstream.py: tables begin -->", "<!-- reproduce_downstream.py: tables end -->"
+ANSWER = "<!-- reproduce_downstream.py: answer begins -->", "<!-- reproduce_downstream.py: answer ends -->"
 # (column title, task, path to a Summary in that task's results), in table order
 COLUMNS = [("XNLI acc", "xnli", ("accuracy", "test")), ("XNLI pair AP", "xnli", ("pair_ap", "test")),
            ("TyDi MRR@10", "tydiqa", ("mono", "mrr@10")), ("TyDi R@1", "tydiqa", ("mono", "r@1")),
@@ -159,6 +160,39 @@ def difference_table() -> list[str]:
     return out if len(out) > 5 else []
 
 
+def verdict(ds: list[tuple[float, float]]) -> str:
+    """The rule of the answer table: "better" ("worse") when every seed's difference is positive
+    (negative) and outside its own test-row 95% interval; else "not distinguishable"."""
+    if ds and all(d > paired.Z95 * se for d, se in ds):
+        return "better"
+    if ds and all(d < -paired.Z95 * se for d, se in ds):
+        return "worse"
+    return "not distinguishable"
+
+
+def answer_table() -> str:
+    """Per recipe, task (headline metric) and model pair: the mean difference over seeds, each
+    seed's, the mean test-row 95% interval and the verdict, for all / seen / unseen languages."""
+    runs = by_seed()
+    out = ["| difference | trained on | task | seeds | all languages | seen | unseen |", "|---|---|---|---|---|---|---|"]
+    for train in sorted({t for _, t in runs if t}):
+        for a, b in PAIRS:
+            for task, (title, _, _) in HEADLINE.items():
+                d = differences(runs, a, b, train, task)
+                if not d["mean"]:
+                    continue
+                cells = []
+                for split in ("mean", "seen", "unseen"):
+                    ds = d[split]
+                    m = sum(x for x, _ in ds) / len(ds) if ds else None
+                    each = " (" + ", ".join(f"{x:+.3f}" for x, _ in ds) + ")" if len(ds) > 1 else ""
+                    ci = paired.Z95 * sum(s for _, s in ds) / len(ds) if ds else None
+                    cells.append("-" if m is None else f"{m:+.3f}{each} ±{ci:.3f} {verdict(ds)}")
+                out.append(f"| {recipes.LABELS[a]} − {recipes.LABELS[b]} | {train} | {title.split(' (')[0]} | "
+                           f"{len(d['mean'])} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def split_note(found) -> str:
     """Which languages count as seen, and so which are unseen in each task, as the JSON files say."""
     seen = {tuple(r["seen_langs"]) for runs in found.values() for rs in runs.values() for r in rs}
@@ -254,7 +288,10 @@ def report() -> None:
     text = doc.read_text() if doc.is_file() else f"# Downstream\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text or END not in text:
         raise UserError(f"{doc}: the markers {BEGIN} / {END} are missing")
-    head, rest = text.split(BEGIN, 1)
-    atomic_write_bytes(doc, (head + BEGIN + "\n" + tables(found) + END + rest.split(END, 1)[1]).encode())
+    for (begin, end), body in ((ANSWER, answer_table()), ((BEGIN, END), tables(found))):
+        if begin in text:  # the answer table's markers are optional (a page may not show it)
+            head, rest = text.split(begin, 1)
+            text = head + begin + "\n" + body + end + rest.split(end, 1)[1]
+    atomic_write_bytes(doc, text.encode())
     print(f"wrote {doc}", file=sys.stderr)
     figure(found, recipes.ROOT / "docs" / "downstream.png")
