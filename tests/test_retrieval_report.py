@@ -347,11 +347,11 @@ def test_test_row_intervals_recomputed_from_per_query_ranks(tmp_path, monkeypatc
                 totals[q] = totals.get(q, 0.0) + (x - y) / (len(keys) * len(va[k][1]))
         C = len(totals)
         se = math.sqrt(C / (C - 1) * sum((t - D / C) ** 2 for t in totals.values()))
-        got = retrieval_report.test_rows(a, b, metric)
+        got = retrieval_report.query_difference(a, b, metric)
         assert got == pytest.approx((D, se), abs=1e-12), metric
         checked += D != 0
     assert checked >= 3  # the second model differs in most settings
     rows = [("hybrid", "toy", [a | {"seed": 0}]), ("xx", "toy", [b | {"seed": 0}])]
     line = [l for l in retrieval_report.paired_differences(rows) if l.startswith("| hybrid - X-X")][0]
     assert line.count("; rows ±") == 4
-    assert retrieval_report.test_rows({"model": "old"}, b, "mono mAP") is None  # a result without per-query values
+    assert retrieval_report.query_difference({"model": "old"}, b, "mono mAP") is None  # a result without per-query values

@@ -102,7 +102,7 @@ METRICS = {"mono mAP": lambda r: r["map"]["mono"]["mean"], "cross mAP": lambda r
 def paired_differences(rows) -> list[str]:
     """Hybrid minus X-X and minus X-Y, seed by seed (same seed: same start, same data seed), as a
     table: mean ± standard deviation over seeds, then each seed's difference, and where both
-    results hold per-query values, the 95% interval from the test rows (`test_rows`)."""
+    results hold per-query values, the 95% interval from the test rows (`query_difference`)."""
     by = {(label, train): {r.get("seed", i): r for i, r in enumerate(runs)} for label, train, runs in rows
           if label != "zero-shot"}
     lines, intervals = [], False
@@ -117,7 +117,7 @@ def paired_differences(rows) -> list[str]:
                 d = [get(hybrid[s]) - get(by[other, train][s]) for s in seeds]
                 digits = 1 if name == "rank distance" else 3
                 m, sd = recipes.mean_sd(d)
-                se = [x[1] for s in seeds if (x := test_rows(hybrid[s], by[other, train][s], name)) is not None]
+                se = [x[1] for s in seeds if (x := query_difference(hybrid[s], by[other, train][s], name)) is not None]
                 rows_part = f"; rows ±{paired.Z95 * sum(se) / len(se):.{digits}f}" if len(se) == len(seeds) else ""
                 intervals |= bool(rows_part)
                 cells.append(f"{m:+.{digits}f}" + (f" ± {sd:.{digits}f}" if len(d) > 1 else "")
@@ -138,7 +138,7 @@ def paired_differences(rows) -> list[str]:
 SETTINGS = {"mono mAP": "mono", "cross mAP": "cross", "multi mAP": "multi", "rank distance": "rank_distance"}
 
 
-def test_rows(a: dict, b: dict, metric: str) -> tuple[float, float] | None:
+def query_difference(a: dict, b: dict, metric: str) -> tuple[float, float] | None:
     """(D, SE) of result a minus result b in `metric` from their per-query values, the question id
     as the unit (paired.difference, items by id); None unless both results hold them. Languages
     (or pairs) with fewer than 2 queries are left out, as their per-language value is."""
