@@ -27,10 +27,12 @@ from minihbt.beir import collection, evaluate as beir_eval
 from minihbt.config import eval_args
 from minihbt.downstream import suite
 from minihbt.io.files import atomic_write_json, run_cli
+from minihbt.step import keep_freed_memory
 
 
 def main(argv=None) -> int:
     cfg = eval_args(argv)
+    keep_freed_memory()  # encoding frees and allocates the same large buffers every batch: no page faults
     if cfg.dataset in suite.TASKS:  # XNLI, TyDi QA, SIB-200, Tatoeba
         out = suite.evaluate(cfg)
         print(suite.table(out))

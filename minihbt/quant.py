@@ -1,18 +1,18 @@
 """int8 inference for the encoder's Linear layers: int8 weights per output channel, int8 activations
-quantised on the fly per token, int32 products, fp32 out.
+quantised on the fly per token, exact integer products, fp32 out.
 
 What is quantised (and what is not)
 - every nn.Linear of the transformer (q, k, v, the attention output, both MLP matrices; the
   pooler too, where LaBSE uses it): its weight W (N, K) becomes int8 once, one scale per output
   channel (row of W); its input x (M, K) becomes int8 at each call, one scale per token (row of
-  x). Both are symmetric (zero point 0) over [-127, 127]:
-      s_w[n] = max_k |W[n, k]| / 127     q_w = round(W / s_w[:, None])      (int8, once)
-      s_x[m] = max_k |x[m, k]| / 127     q_x = round(x / s_x[:, None])      (int8, per call)
-      y[m, n] = (sum_k q_x[m, k] q_w[n, k]) * s_x[m] * s_w[n] + b[n]
-  The sum is exact in int32 (|q| <= 127, K <= 3072: at most 127^2 * 3072 < 2^26), so the only
-  errors are the two roundings to int8; `round` is torch's (half to even), the clamp to
-  [-127, 127] is implied by the scale (an all-zero row gets a tiny positive scale and q = 0).
-  `int8_linear` below is that formula, line for line.
+  x). Both are symmetric (zero point 0):
+      s_w[n] = max_k |W[n, k]| / Q_W    q_w = round(W / s_w[:, None])   (int8 in [-Q_W, Q_W], once)
+      s_x[m] = max_k |x[m, k]| / 127    q_x = round(x / s_x[:, None])   (int8 in [-127, 127], per call)
+      y[m, n] = (sum_k q_x[m, k] q_w[n, k]) * s_w[n] * s_x[m] + b[n]
+  The integer sum is exact (|q| <= 127, K <= 3072: at most 127^2 * 3072 < 2^26), so the errors
+  are the two roundings to int8 and the sum's final rounding to fp32; `round` is torch's (half to
+  even); an all-zero row gets a tiny positive scale and q = 0. `int8_linear` below is that
+  formula, line for line.
 - in fp32, as before: the embedding lookups, every LayerNorm, residual adds, GELU, attention
   (q k^T, softmax, the weighted sum of v: activations times activations), the biases, mean
   pooling and the L2 normalisation. So only weights-times-activations run in int8.
@@ -20,56 +20,67 @@ What is quantised (and what is not)
 Why per token and per channel. A token's hidden state after a LayerNorm can have a few large
 channels (BERT-style "outlier dimensions"), and the GELU output of the MLP is mostly small with
 some large entries; one scale for a whole batch (per tensor) is set by the largest value of any
-token, which leaves the other tokens few levels. One scale per token costs one extra max per
-row, and per output channel is free (the scale multiplies a column of the result). The
-measured choice is in docs/PRECISION.md (cosine to fp32 on real text, per tensor vs per token).
+token, which leaves the other tokens few levels. One scale per token costs one max per row, and
+per output channel is free (the GEMM applies it to each column). docs/PRECISION.md has the
+measured choice (cosine to fp32 on real text, per tensor vs per token).
 
-Why this implementation (`torch._int_mm`). torch ships an int8 x int8 -> int32 matrix product,
-`torch._int_mm`, which on x86 CPUs with VNNI runs oneDNN's int8 GEMM; the quantisation around it
-is a few plain tensor ops (as few as possible: each op is a pass over memory and, with 2 threads,
-a synchronisation point). The alternatives, measured on the same shapes (docs/PRECISION.md):
-`torch.ao.quantization.quantize_dynamic` (fbgemm / x86 engines; deprecated in favour of torchao)
-quantises activations per tensor only, and its packed GEMM was slower than `_int_mm` here;
-`torch.ops.aten._weight_int8pack_mm` is weight-only int8 (fp32 activations), slower than fp32
-on CPU; torchao would be a new dependency for what these few lines do. Where `_int_mm` refuses
-a shape or a device (it wants M > 16 on CUDA, for example), the same integers are multiplied
-with an int32 `torch.mm`, slower but bit-identical.
+Q_W, the weight range, is 127 where the CPU's int8 GEMM sums products exactly and 63 where it
+does not. CPUs with VNNI (AVX512-VNNI, AVX-VNNI, AMX) add u8 x s8 products straight into int32;
+AVX2 alone has only `vpmaddubsw`, which adds two u8 x s8 products into a saturating int16, and
+oneDNN feeds it the activation shifted to u8 (q_x + 128 <= 255): 2 * 255 * 127 = 64,770 overflows
+32,767, but 2 * 255 * 63 = 32,130 does not. `weight_qmax()` finds out by multiplying the worst case
+once and comparing with the exact sum; the choice is part of SCHEME, so of every int8 cache key.
+
+Why this implementation (oneDNN's `qlinear_pointwise`). torch's CPU build carries oneDNN's int8
+GEMM as `torch.ops.onednn.qlinear_pointwise` (what inductor emits for quantised Linears): int8
+activations with a zero point, an int8 weight packed once with per-channel scales, fp32 out, so
+s_w costs nothing and only s_x and b are one pass after it. Measured on e5-small's shapes and
+the alternatives (docs/PRECISION.md): `torch._int_mm` is as fast where the CPU has VNNI but
+~40x slower than fp32 on AVX2 alone (a reference kernel); `torch.ao` dynamic quantisation
+(deprecated for torchao) scales activations per tensor only; weight-only int8
+(`_weight_int8pack_mm`) is slower than fp32 on CPU; torchao would be a new dependency. A torch
+built without oneDNN multiplies the same integers with `torch._int_mm` (or an int32 `torch.mm`
+where that refuses the shape): slower, the same numbers up to the final fp32 rounding.
 
 Contract
-- `quantize_weight(w)` -> (q_w int8 (N, K), s_w fp32 (N,)).
+- `quantize_weight(w, qmax)` -> (q_w int8 (N, K), s_w fp32 (N,)).
 - `quantize_rows(x, per)` -> (q_x int8 (M, K), s_x fp32 (M, 1)); per "token" (a scale per row) or
   "tensor" (one scale for all rows, broadcast to (M, 1)).
-- `int8_linear(x, q_w_t, s_w, bias, per)`: x (..., K) fp32 -> (..., N) fp32, as above.
+- `Int8Weight.from_float(w)`: q_w, s_w and the packed GEMM operand; `w.matmul(q_x)` -> fp32 (M, N)
+  = (q_x q_w^T) * s_w.
+- `int8_linear(x, w, bias, per)`: x (..., K) fp32 -> (..., N) fp32, as above.
 - `Int8Linear.from_linear(lin, per)`: an nn.Module with the quantised weight (buffers, no
   parameters: nothing here trains); `quantize_model(model, per)` swaps every nn.Linear of a
   model in place and returns it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-QMAX = 127          # symmetric int8: [-127, 127], so -q is representable for every q
+QMAX = 127          # activations: symmetric int8, [-127, 127], so -q is representable for every q
 PER = ("token", "tensor")
 TINY = 1e-12        # the scale of an all-zero row: q = 0 whatever it is
+ONEDNN = hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
-def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per output channel (row of W): s_w = max|W[n, :]| / 127, q_w = round(W / s_w)."""
+def quantize_weight(w: torch.Tensor, qmax: int = QMAX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per output channel (row of W): s_w = max|W[n, :]| / qmax, q_w = round(W / s_w)."""
     w = w.detach().float()
-    s_w = w.abs().amax(dim=1).clamp(min=TINY) / QMAX
-    return torch.round(w / s_w[:, None]).clamp(-QMAX, QMAX).to(torch.int8), s_w
+    s_w = w.abs().amax(dim=1).clamp(min=TINY) / qmax
+    return torch.round(w / s_w[:, None]).clamp(-qmax, qmax).to(torch.int8).contiguous(), s_w
 
 
 def quantize_rows(x: torch.Tensor, per: str = "token") -> tuple[torch.Tensor, torch.Tensor]:
     """x (M, K) fp32 -> int8 and its scale (M, 1): per token s_x = max|x[m, :]| / 127, or one per tensor."""
-    if per == "token":
-        amax = x.abs().amax(dim=1, keepdim=True)  # max |x[m, :]| (linalg.vector_norm(inf) is ~15x slower)
+    if per == "token":  # max |x[m, :]| as max(max x, -min x): no |x| temporary (M, K) to allocate
+        amax = torch.maximum(x.amax(dim=1, keepdim=True), x.amin(dim=1, keepdim=True).neg_())
     elif per == "tensor":
-        amax = x.abs().amax().expand(x.shape[0], 1)
+        amax = torch.maximum(x.amax(), -x.amin()).expand(x.shape[0], 1)
     else:
         raise ValueError(f"per must be one of {PER}, got {per!r}")
     s_x = amax.clamp(min=TINY) / QMAX
@@ -85,37 +96,70 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.mm(a.to(torch.int32), b.to(torch.int32))
 
 
-def int8_linear(x: torch.Tensor, q_w_t: torch.Tensor, s_w: torch.Tensor, bias: torch.Tensor | None,
-                per: str = "token") -> torch.Tensor:
-    """y = (q_x @ q_w^T) * s_x * s_w + b: x (..., K) fp32, q_w_t int8 (K, N), s_w (N,), bias (N,) or None."""
+class Int8Weight:
+    """A quantised weight: q_w int8 (N, K), s_w fp32 (N,), and q_w packed for the GEMM (oneDNN's
+    layout, made once; prepack reads the raw buffer, so q_w must be contiguous)."""
+
+    def __init__(self, q_w: torch.Tensor, s_w: torch.Tensor):
+        self.q_w, self.s_w = q_w.contiguous(), s_w.float().contiguous()
+        self.packed = torch.ops.onednn.qlinear_prepack(self.q_w, None) if ONEDNN else self.q_w.t().contiguous()
+        self.zero = torch.zeros(len(s_w), dtype=torch.long)  # the weight's zero points (symmetric)
+
+    @classmethod
+    def from_float(cls, w: torch.Tensor, qmax: int | None = None) -> "Int8Weight":
+        return cls(*quantize_weight(w, weight_qmax() if qmax is None else qmax))
+
+    def matmul(self, q_x: torch.Tensor) -> torch.Tensor:
+        """q_x int8 (M, K) -> (q_x q_w^T) * s_w, fp32 (M, N): the sums exact, then one fp32 rounding."""
+        if ONEDNN:  # the input's scale 1 and zero point 0: only the weight's scales are applied
+            return torch.ops.onednn.qlinear_pointwise(q_x, 1.0, 0, self.packed, self.s_w, self.zero, None,
+                                                      1.0, 0, torch.float32, "none", [], "")
+        return int_mm(q_x, self.packed).float().mul_(self.s_w)
+
+
+@functools.cache
+def weight_qmax() -> int:
+    """127 if this CPU's int8 GEMM sums 8-bit weights exactly (VNNI), else 63 (AVX2's int16 pairs).
+
+    The worst case: every activation +127 (oneDNN's u8 255) against weights of +-qmax, K = 64."""
+    if not ONEDNN:
+        return QMAX  # torch._int_mm / torch.mm: int32 sums whatever the CPU
+    q_x = torch.full((4, 64), QMAX, dtype=torch.int8)
+    q_w = torch.full((8, 64), QMAX, dtype=torch.int8)
+    q_w[1::2] = -QMAX
+    exact = (q_x.long() @ q_w.long().t()).float()
+    got = Int8Weight(q_w, torch.ones(8)).matmul(q_x)
+    return QMAX if torch.equal(got, exact) else 63
+
+
+def int8_linear(x: torch.Tensor, w: Int8Weight, bias: torch.Tensor | None, per: str = "token") -> torch.Tensor:
+    """y = (q_x q_w^T) * s_w * s_x + b: x (..., K) fp32 -> (..., N) fp32."""
     shape = x.shape
     q_x, s_x = quantize_rows(x.reshape(-1, shape[-1]).float(), per)   # int8 (M, K), (M, 1)
-    acc = int_mm(q_x, q_w_t)                                          # int32 (M, N), exact
-    y = acc.float().mul_(s_x)                                         # back to fp32: the token's scale,
-    y = torch.addcmul(bias, y, s_w) if bias is not None else y.mul_(s_w)   # the channel's, + b
+    y = w.matmul(q_x)                                                 # (q_x q_w^T) * s_w, fp32 (M, N)
+    y = torch.addcmul(bias, y, s_x, out=y) if bias is not None else y.mul_(s_x)  # * s_x + b, in place
     return y.reshape(*shape[:-1], -1)
 
 
 class Int8Linear(nn.Module):
     """An nn.Linear for inference with int8 weights (per output channel) and int8 activations (`per`)."""
 
-    def __init__(self, q_w_t: torch.Tensor, s_w: torch.Tensor, bias: torch.Tensor | None, per: str = "token"):
+    def __init__(self, w: Int8Weight, bias: torch.Tensor | None, per: str = "token"):
         super().__init__()
         if per not in PER:
             raise ValueError(f"per must be one of {PER}, got {per!r}")
-        self.in_features, self.out_features = q_w_t.shape
-        self.per = per
-        self.register_buffer("q_w_t", q_w_t.contiguous())  # (K, N): the layout _int_mm multiplies fastest
-        self.register_buffer("s_w", s_w)
+        self.out_features, self.in_features = w.q_w.shape
+        self.per, self.w = per, w
+        self.register_buffer("q_w", w.q_w)  # in the state dict, so in the model's fingerprint
+        self.register_buffer("s_w", w.s_w)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, per: str = "token") -> "Int8Linear":
-        q_w, s_w = quantize_weight(lin.weight)
-        return cls(q_w.t(), s_w, lin.bias, per)
+        return cls(Int8Weight.from_float(lin.weight), lin.bias, per)
 
     def forward(self, x):
-        return int8_linear(x, self.q_w_t, self.s_w, self.bias, self.per)
+        return int8_linear(x, self.w, self.bias, self.per)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, per={self.per}"
@@ -125,13 +169,21 @@ def quantize_model(model: nn.Module, per: str = "token") -> nn.Module:
     """Replace every nn.Linear of `model` (in place) by an Int8Linear; returns the model, in eval mode."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(model, name, Int8Linear.from_linear(child, per).to(child.weight.device))
+            if child.weight.device.type != "cpu":
+                raise ValueError("int8 Linears run on the CPU")
+            setattr(model, name, Int8Linear.from_linear(child, per))
         else:
             quantize_model(child, per)
     return model.eval()
 
 
-SCHEME = "int8 Linear: weights per output channel, activations per token, symmetric [-127, 127]"
+def scheme() -> str:
+    """What an int8 embedding depends on besides the weights, for cache keys (text_encoder.py)."""
+    gemm = "oneDNN qlinear" if ONEDNN else "torch._int_mm"
+    return (f"int8 Linear: weights per output channel in [-{weight_qmax()}, {weight_qmax()}], activations "
+            f"per token in [-{QMAX}, {QMAX}], symmetric; {gemm}")
+
+
 # This file's own hash goes into an int8 encoder's fingerprint (text_encoder.py), so a change to
 # the quantisation gets new embedding-cache keys by itself (as embed_cache.ENCODING_CODE does for
 # the fp32 code) and fp32 keys do not depend on this file.

@@ -97,7 +97,7 @@ class TextEncoder:
         h = hashlib.sha256()
         parts = [self.model.config.to_hf(), self.model.config.pooling, self.model.config.normalize, self.prefixes]
         parts += [self.dtype] if self.dtype != "fp32" else []
-        parts += [quant.SCHEME, quant.SOURCE_HASH] if self.dtype == "int8" else []  # + the int8 weights below
+        parts += [quant.scheme(), quant.SOURCE_HASH] if self.dtype == "int8" else []  # + the int8 weights below
         h.update(json.dumps(parts, sort_keys=True).encode())
         h.update(self.tokenizer.raw_json.encode("utf-8"))
         for k, v in self.model.state_dict().items():
