@@ -215,11 +215,55 @@ def test_ablation_rows_recomputed_from_json():
     assert checked == expected
 
 
+def hand_ap(ranks) -> float:
+    """One query's AP from its relevant ranks."""
+    ranks = sorted(ranks)
+    return sum((k + 1) / r for k, r in enumerate(ranks)) / len(ranks)
+
+
+def hand_values(res: dict, setting: str) -> dict[str, tuple[list[str], list[float]]]:
+    """{language or pair: (question ids, per-query values)} from a result's per_query strings alone."""
+    pq, ids = res["per_query"], res["per_query"]["qids"]
+    own = {l: [ids[int(i)] for i in pq["questions"][l].split()] for l in res["langs"]}
+    out = {}
+    for key, s in pq["multi" if setting == "rank_distance" else setting].items():
+        rows = [[int(r) for r in row.split(",")] for row in s.split()]
+        if setting == "cross":
+            x, y = next((x, y) for x in res["langs"] for y in res["langs"] if f"{x}-{y}" == key)
+            qids = [q for q in own[x] if q in own[y]]
+        else:
+            qids = own[key]
+        if setting == "rank_distance":
+            kept = [(q, max(r) - min(r)) for q, r in zip(qids, rows) if len(r) >= 2]
+            qids, vals = [q for q, _ in kept], [v for _, v in kept]
+        else:
+            vals = [hand_ap(r) for r in rows]
+        out[key] = (qids, vals)
+    return out
+
+
+def hand_interval(a: dict, b: dict, setting: str) -> tuple[float, float]:
+    """(D, SE): the macro mean of a - b over languages (or pairs) with >= 2 queries, and its standard
+    error with the question id as the cluster: each question's share of D, summed over keys."""
+    va, vb = hand_values(a, setting), hand_values(b, setting)
+    keys = [k for k in va if len(va[k][0]) >= 2]
+    D = sum(sum(x - y for x, y in zip(va[k][1], vb[k][1])) / len(va[k][1]) for k in keys) / len(keys)
+    totals = {}
+    for k in keys:
+        for q, x, y in zip(va[k][0], va[k][1], vb[k][1]):
+            totals[q] = totals.get(q, 0.0) + (x - y) / (len(keys) * len(va[k][1]))
+    C = len(totals)
+    return D, math.sqrt(C / (C - 1) * sum((t - D / C) ** 2 for t in totals.values()))
+
+
+SETTING = {"mono mAP": "mono", "cross mAP": "cross", "multi mAP": "multi", "rank distance": "rank_distance"}
+
+
 def test_paired_differences_of_every_recipe_recomputed_from_json():
     """hybrid - X-X and hybrid - X-Y: the seeds both have, each seed's difference, their mean and
     sample sd, in every recipe's tables."""
     runs, sections = committed_runs(), parse_sections(RESULTS_MD.read_text())
-    checked = 0
+    checked = intervals = 0
     for (recipe, eval_data, label), hybrid in runs.items():
         if label != "hybrid":
             continue
@@ -238,9 +282,16 @@ def test_paired_differences_of_every_recipe_recomputed_from_json():
                 want = f"{statistics.fmean(d):+.{digits}f}"
                 if len(d) > 1:
                     want += f" ± {statistics.stdev(d):.{digits}f}"
-                assert cell == want + " (" + ", ".join(f"{x:+.{digits}f}" for x in d) + ")", (recipe, other, what)
+                each = []
+                for s, x in zip(seeds, d):  # a seed's test-row interval where both results carry per-query values
+                    both = "per_query" in by[s] and "per_query" in others[s]
+                    half = 1.96 * hand_interval(by[s], others[s], SETTING[what])[1] if both else None
+                    each.append(f"{x:+.{digits}f}" + (f" rows ±{half:.{digits}f}" if both else ""))
+                    intervals += both
+                assert cell == want + " (" + ", ".join(each) + ")", (recipe, other, what)
                 checked += 1
     assert checked >= 8  # at least the old recipe's two differences
+    assert RESULTS_MD.read_text().count(" rows ±") == intervals  # none without both results' per-query values
 
 
 def test_results_md_is_the_report_of_the_committed_json(tmp_path, monkeypatch):
@@ -312,46 +363,15 @@ def test_test_row_intervals_recomputed_from_per_query_ranks(tmp_path, monkeypatc
     a = json.loads(json.dumps(run(tmp_path / "a", monkeypatch, encoder=FakeEncoder()) | {"model": "a"}))
     b = json.loads(json.dumps(run(tmp_path / "b", monkeypatch, encoder=Other()) | {"model": "b"}))
 
-    def ap(ranks):  # one query's AP from its relevant ranks
-        ranks = sorted(ranks)
-        return sum((k + 1) / r for k, r in enumerate(ranks)) / len(ranks)
-
-    def per_key(res, setting):  # {key: (qids, values)} from the per_query strings
-        pq, ids = res["per_query"], res["per_query"]["qids"]
-        own = {l: [ids[int(i)] for i in pq["questions"][l].split()] for l in res["langs"]}
-        out = {}
-        for key, s in pq["multi" if setting == "rank_distance" else setting].items():
-            rows = [[int(r) for r in row.split(",")] for row in s.split()]
-            if setting == "cross":
-                x, y = key.split("-")
-                qids = [q for q in own[x] if q in own[y]]
-            else:
-                qids = own[key]
-            if setting == "rank_distance":
-                kept = [(q, max(r) - min(r)) for q, r in zip(qids, rows) if len(r) >= 2]
-                qids, vals = [q for q, _ in kept], [v for _, v in kept]
-            else:
-                vals = [ap(r) for r in rows]
-            out[key] = (qids, vals)
-        return out
-
     checked = 0
     for metric, setting in (("mono mAP", "mono"), ("cross mAP", "cross"), ("multi mAP", "multi"),
                             ("rank distance", "rank_distance")):
-        va, vb = per_key(a, setting), per_key(b, setting)
-        keys = [k for k in va if len(va[k][0]) >= 2]
-        D = sum(sum(x - y for x, y in zip(va[k][1], vb[k][1])) / len(va[k][1]) for k in keys) / len(keys)
-        totals = {}
-        for k in keys:
-            for q, x, y in zip(va[k][0], va[k][1], vb[k][1]):
-                totals[q] = totals.get(q, 0.0) + (x - y) / (len(keys) * len(va[k][1]))
-        C = len(totals)
-        se = math.sqrt(C / (C - 1) * sum((t - D / C) ** 2 for t in totals.values()))
+        D, se = hand_interval(a, b, setting)
         got = retrieval_report.query_difference(a, b, metric)
         assert got == pytest.approx((D, se), abs=1e-12), metric
         checked += D != 0
     assert checked >= 3  # the second model differs in most settings
     rows = [("hybrid", "toy", [a | {"seed": 0}]), ("xx", "toy", [b | {"seed": 0}])]
     line = [l for l in retrieval_report.paired_differences(rows) if l.startswith("| hybrid - X-X")][0]
-    assert line.count("; rows ±") == 4
+    assert line.count(" rows ±") == 4
     assert retrieval_report.query_difference({"model": "old"}, b, "mono mAP") is None  # a result without per-query values

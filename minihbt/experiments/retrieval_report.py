@@ -101,8 +101,8 @@ METRICS = {"mono mAP": lambda r: r["map"]["mono"]["mean"], "cross mAP": lambda r
 
 def paired_differences(rows) -> list[str]:
     """Hybrid minus X-X and minus X-Y, seed by seed (same seed: same start, same data seed), as a
-    table: mean ± standard deviation over seeds, then each seed's difference, and where both
-    results hold per-query values, the 95% interval from the test rows (`query_difference`)."""
+    table: mean ± standard deviation over seeds, then each seed's difference, followed by its 95%
+    interval from the test rows (`query_difference`) where both of its results hold per-query values."""
     by = {(label, train): {r.get("seed", i): r for i, r in enumerate(runs)} for label, train, runs in rows
           if label != "zero-shot"}
     lines, intervals = [], False
@@ -117,17 +117,18 @@ def paired_differences(rows) -> list[str]:
                 d = [get(hybrid[s]) - get(by[other, train][s]) for s in seeds]
                 digits = 1 if name == "rank distance" else 3
                 m, sd = recipes.mean_sd(d)
-                se = [x[1] for s in seeds if (x := query_difference(hybrid[s], by[other, train][s], name)) is not None]
-                rows_part = f"; rows ±{paired.Z95 * sum(se) / len(se):.{digits}f}" if len(se) == len(seeds) else ""
-                intervals |= bool(rows_part)
-                cells.append(f"{m:+.{digits}f}" + (f" ± {sd:.{digits}f}" if len(d) > 1 else "")
-                             + " (" + ", ".join(f"{x:+.{digits}f}" for x in d) + rows_part + ")")
+                each = []
+                for s, x in zip(seeds, d):
+                    q = query_difference(hybrid[s], by[other, train][s], name)
+                    each.append(f"{x:+.{digits}f}" + (f" rows ±{paired.Z95 * q[1]:.{digits}f}" if q else ""))
+                    intervals |= q is not None
+                cells.append(f"{m:+.{digits}f}" + (f" ± {sd:.{digits}f}" if len(d) > 1 else "") + " (" + ", ".join(each) + ")")
             lines.append(f"| hybrid - {recipes.LABELS[other]} | {train} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     if not lines:
         return []
-    rows_note = (" \"rows ±\" is the 95% interval of one seed's difference from the test rows alone, the question "
-                 "id as the unit (the mean over seeds of 1.96 standard errors; minihbt/downstream/paired.py)."
-                 if intervals else "")
+    rows_note = (" \"rows ±\" after a seed's difference is its 95% interval from the test rows alone, the question "
+                 "id as the unit (1.96 standard errors; minihbt/downstream/paired.py), where both of its results "
+                 "carry per-query values." if intervals else "")
     return ["Paired differences, hybrid minus X-X and minus X-Y, taken seed by seed (a seed fixes the start, "
             "the sampler's seed and the dropout stream): mean ± standard deviation over the seeds, then each "
             "seed's difference. Positive is better for mAP, negative for rank distance." + rows_note + "\n",
