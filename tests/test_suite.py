@@ -112,14 +112,16 @@ def test_sib_and_tatoeba_seen_languages_from_provenance(cache):
 
 # ----------------------------------------------------------------------------- eval.py
 
-def test_eval_cli_tatoeba_end_to_end(tmp_path):
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_eval_cli_tatoeba_end_to_end(tmp_path, dtype):
     out = tmp_path / "tat.json"
     r = subprocess.run([sys.executable, "eval.py", "--dataset", "tatoeba", "--model", str(TINY_BERT),
-                        "--limit", "4", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                        "--limit", "4", "--out", str(out), "--dtype", dtype], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "MINIHBT_CACHE": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     assert res["task"] == "tatoeba" and res["limit"] == 4 and res["model"] == str(TINY_BERT)
+    assert res["dtype"] == dtype  # the results JSON says in which precision it was encoded
     assert "encoding tatoeba-" in r.stderr  # progress on stderr
     assert "x->eng" in r.stdout
 

@@ -146,7 +146,9 @@ def run(enc, data, cfg: TaskConfig, model: str) -> dict:
     res, counts = RUNNERS[cfg.task](embed, data, set(seen))
     if cfg.progress:
         print(f"{cfg.task}: encoding {embed.seconds:.1f} s, total {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return {"task": cfg.task, "model": model, "model_fingerprint": embed.model_fp, "seen_langs": seen,
+    return {"task": cfg.task, "model": model, "model_fingerprint": embed.model_fp,
+            "dtype": getattr(enc, "dtype", "fp32"),  # the encoder's precision (eval.py --dtype)
+            "seen_langs": seen,
             "seen_from": "provenance" if own else "default", "limit": cfg.limit, **res, "counts": counts,
             "seconds": {"total": round(time.perf_counter() - t0, 2), "encode": round(embed.seconds, 2)}}
 
