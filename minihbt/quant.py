@@ -138,7 +138,7 @@ def int8_linear(x: torch.Tensor, w: Int8Weight, bias: torch.Tensor | None, per: 
     q_x, s_x = quantize_rows(x.reshape(-1, shape[-1]).float(), per)   # int8 (M, K), (M, 1)
     y = w.matmul(q_x)                                                 # (q_x q_w^T) * s_w, fp32 (M, N)
     y = torch.addcmul(bias, y, s_x, out=y) if bias is not None else y.mul_(s_x)  # * s_x + b, in place
-    return y.reshape(*shape[:-1], -1)
+    return y.reshape(*shape[:-1], y.shape[-1])
 
 
 class Int8Linear(nn.Module):

@@ -75,6 +75,7 @@ def test_int8_linear_is_the_hand_computation(per):
     m = quant.Int8Linear.from_linear(_linear(w, b), per)
     np.testing.assert_array_equal(m(x.reshape(1, 37, 96)).reshape(37, 48).numpy(), y.numpy())
     assert not list(m.parameters())  # buffers only: nothing to train
+    assert m(torch.zeros(2, 0, 96)).shape == (2, 0, 48)  # no rows: an empty result of the right width
 
 
 @pytest.mark.parametrize("qmax", [63, 127])
