@@ -135,10 +135,12 @@ def weight_qmax() -> int:
 def int8_linear(x: torch.Tensor, w: Int8Weight, bias: torch.Tensor | None, per: str = "token") -> torch.Tensor:
     """y = (q_x q_w^T) * s_w * s_x + b: x (..., K) fp32 -> (..., N) fp32."""
     shape = x.shape
+    if x.numel() == 0:  # no rows (a max over nothing is undefined): an empty result of the right width
+        return x.new_zeros(*shape[:-1], w.q_w.shape[0])
     q_x, s_x = quantize_rows(x.reshape(-1, shape[-1]).float(), per)   # int8 (M, K), (M, 1)
     y = w.matmul(q_x)                                                 # (q_x q_w^T) * s_w, fp32 (M, N)
     y = torch.addcmul(bias, y, s_x, out=y) if bias is not None else y.mul_(s_x)  # * s_x + b, in place
-    return y.reshape(*shape[:-1], y.shape[-1])
+    return y.reshape(*shape[:-1], -1)
 
 
 class Int8Linear(nn.Module):
