@@ -28,25 +28,25 @@ Q_W, the weight range, is 127 where the CPU's int8 GEMM sums products exactly an
 does not. CPUs with VNNI (AVX512-VNNI, AVX-VNNI, AMX) add u8 x s8 products straight into int32;
 AVX2 alone has only `vpmaddubsw`, which adds two u8 x s8 products into a saturating int16, and
 oneDNN feeds it the activation shifted to u8 (q_x + 128 <= 255): 2 * 255 * 127 = 64,770 overflows
-32,767, but 2 * 255 * 63 = 32,130 does not. `weight_qmax()` finds out by multiplying the worst case
-once and comparing with the exact sum; the choice is part of SCHEME, so of every int8 cache key.
+32,767, but 2 * 255 * 63 = 32,130 does not. `backend()` finds out by multiplying the worst case
+once and comparing with the exact sum; the choice is part of `scheme()`, so of every int8 cache key.
 
 Why this implementation (oneDNN's `qlinear_pointwise`). torch's CPU build carries oneDNN's int8
 GEMM as `torch.ops.onednn.qlinear_pointwise` (what inductor emits for quantised Linears): int8
 activations with a zero point, an int8 weight packed once with per-channel scales, fp32 out, so
 s_w costs nothing and only s_x and b are one pass after it. Measured on e5-small's shapes and
-the alternatives (docs/PRECISION.md): `torch._int_mm` is as fast where the CPU has VNNI but
-~40x slower than fp32 on AVX2 alone (a reference kernel); `torch.ao` dynamic quantisation
+the alternatives (docs/PRECISION.md): `torch._int_mm` (the first version's) was >10x faster than
+fp32 on a VNNI CPU but ~40x slower on AVX2 alone (a reference kernel); `torch.ao` dynamic quantisation
 (deprecated for torchao) scales activations per tensor only; weight-only int8
 (`_weight_int8pack_mm`) is slower than fp32 on CPU; torchao would be a new dependency. A torch
-built without oneDNN multiplies the same integers with `torch._int_mm` (or an int32 `torch.mm`
-where that refuses the shape): slower, the same numbers up to the final fp32 rounding.
+built without oneDNN, or whose oneDNN sums neither range exactly, multiplies the same integers
+with `torch._int_mm` (or an int32 `torch.mm` where that refuses the shape): exact, but slower.
 
 Contract
 - `quantize_weight(w, qmax)` -> (q_w int8 (N, K), s_w fp32 (N,)).
 - `quantize_rows(x, per)` -> (q_x int8 (M, K), s_x fp32 (M, 1)); per "token" (a scale per row) or
   "tensor" (one scale for all rows, broadcast to (M, 1)).
-- `Int8Weight.from_float(w)`: q_w, s_w and the packed GEMM operand; `w.matmul(q_x)` -> fp32 (M, N)
+- `Int8Weight.from_float(w)`: q_w, s_w (Q_W = `weight_qmax()`) and the packed GEMM operand; `w.matmul(q_x)` -> fp32 (M, N)
   = (q_x q_w^T) * s_w.
 - `int8_linear(x, w, bias, per)`: x (..., K) fp32 -> (..., N) fp32, as above.
 - `Int8Linear.from_linear(lin, per)`: an nn.Module with the quantised weight (buffers, no
@@ -96,40 +96,54 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.mm(a.to(torch.int32), b.to(torch.int32))
 
 
-class Int8Weight:
-    """A quantised weight: q_w int8 (N, K), s_w fp32 (N,), and q_w packed for the GEMM (oneDNN's
-    layout, made once; prepack reads the raw buffer, so q_w must be contiguous)."""
-
-    def __init__(self, q_w: torch.Tensor, s_w: torch.Tensor):
-        self.q_w, self.s_w = q_w.contiguous(), s_w.float().contiguous()
-        self.packed = torch.ops.onednn.qlinear_prepack(self.q_w, None) if ONEDNN else self.q_w.t().contiguous()
-        self.zero = torch.zeros(len(s_w), dtype=torch.long)  # the weight's zero points (symmetric)
-
-    @classmethod
-    def from_float(cls, w: torch.Tensor, qmax: int | None = None) -> "Int8Weight":
-        return cls(*quantize_weight(w, weight_qmax() if qmax is None else qmax))
-
-    def matmul(self, q_x: torch.Tensor) -> torch.Tensor:
-        """q_x int8 (M, K) -> (q_x q_w^T) * s_w, fp32 (M, N): the sums exact, then one fp32 rounding."""
-        if ONEDNN:  # the input's scale 1 and zero point 0: only the weight's scales are applied
-            return torch.ops.onednn.qlinear_pointwise(q_x, 1.0, 0, self.packed, self.s_w, self.zero, None,
-                                                      1.0, 0, torch.float32, "none", [], "")
-        return int_mm(q_x, self.packed).float().mul_(self.s_w)
+def onednn_mm(q_x: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
+    """oneDNN's int8 GEMM: q_x int8 (M, K), a weight packed by qlinear_prepack -> (q_x q_w^T) * s_w,
+    fp32 (M, N); the input's scale is 1 and every zero point 0 (symmetric)."""
+    zero = torch.zeros(len(s_w), dtype=torch.long)
+    return torch.ops.onednn.qlinear_pointwise(q_x, 1.0, 0, packed, s_w, zero, None, 1.0, 0, torch.float32,
+                                              "none", [], "")
 
 
 @functools.cache
-def weight_qmax() -> int:
-    """127 if this CPU's int8 GEMM sums 8-bit weights exactly (VNNI), else 63 (AVX2's int16 pairs).
+def backend() -> tuple[str, int]:
+    """(GEMM, Q_W): oneDNN with the widest weight range whose worst case it sums exactly (127 with
+    VNNI, 63 on AVX2 alone), else torch._int_mm, exact whatever the CPU.
 
-    The worst case: every activation +127 (oneDNN's u8 255) against weights of +-qmax, K = 64."""
-    if not ONEDNN:
-        return QMAX  # torch._int_mm / torch.mm: int32 sums whatever the CPU
-    q_x = torch.full((4, 64), QMAX, dtype=torch.int8)
-    q_w = torch.full((8, 64), QMAX, dtype=torch.int8)
-    q_w[1::2] = -QMAX
-    exact = (q_x.long() @ q_w.long().t()).float()
-    got = Int8Weight(q_w, torch.ones(8)).matmul(q_x)
-    return QMAX if torch.equal(got, exact) else 63
+    The worst case: every activation +127 (oneDNN's u8 255) against weights of +-Q_W, K = 64."""
+    if ONEDNN:
+        q_x = torch.full((4, 64), QMAX, dtype=torch.int8)
+        for qmax in (QMAX, 63):
+            q_w = torch.full((8, 64), qmax, dtype=torch.int8)
+            q_w[1::2] = -qmax
+            got = onednn_mm(q_x, torch.ops.onednn.qlinear_prepack(q_w, None), torch.ones(8))
+            if torch.equal(got, (q_x.long() @ q_w.long().t()).float()):
+                return "onednn", qmax
+    return "int_mm", QMAX
+
+
+def weight_qmax() -> int:
+    """Q_W: the weights' range, [-Q_W, Q_W], on this CPU (`backend`)."""
+    return backend()[1]
+
+
+class Int8Weight:
+    """A quantised weight: q_w int8 (N, K), s_w fp32 (N,), and q_w packed for the GEMM (`backend`;
+    oneDNN's prepack reads the raw buffer, so q_w must be contiguous)."""
+
+    def __init__(self, q_w: torch.Tensor, s_w: torch.Tensor):
+        self.q_w, self.s_w = q_w.contiguous(), s_w.float().contiguous()
+        onednn = backend()[0] == "onednn"
+        self.packed = torch.ops.onednn.qlinear_prepack(self.q_w, None) if onednn else self.q_w.t().contiguous()
+
+    @classmethod
+    def from_float(cls, w: torch.Tensor) -> "Int8Weight":
+        return cls(*quantize_weight(w, weight_qmax()))
+
+    def matmul(self, q_x: torch.Tensor) -> torch.Tensor:
+        """q_x int8 (M, K) -> (q_x q_w^T) * s_w, fp32 (M, N): the sums exact, then one fp32 rounding."""
+        if backend()[0] == "onednn":
+            return onednn_mm(q_x, self.packed, self.s_w)
+        return int_mm(q_x, self.packed).float().mul_(self.s_w)
 
 
 def int8_linear(x: torch.Tensor, w: Int8Weight, bias: torch.Tensor | None, per: str = "token") -> torch.Tensor:
@@ -181,7 +195,7 @@ def quantize_model(model: nn.Module, per: str = "token") -> nn.Module:
 
 def scheme() -> str:
     """What an int8 embedding depends on besides the weights, for cache keys (text_encoder.py)."""
-    gemm = "oneDNN qlinear" if ONEDNN else "torch._int_mm"
+    gemm = "oneDNN qlinear" if backend()[0] == "onednn" else "torch._int_mm"
     return (f"int8 Linear: weights per output channel in [-{weight_qmax()}, {weight_qmax()}], activations "
             f"per token in [-{QMAX}, {QMAX}], symmetric; {gemm}")
 
