@@ -46,8 +46,9 @@ Contract
 - `quantize_weight(w, qmax)` -> (q_w int8 (N, K), s_w fp32 (N,)).
 - `quantize_rows(x, per)` -> (q_x int8 (M, K), s_x fp32 (M, 1)); per "token" (a scale per row) or
   "tensor" (one scale for all rows, broadcast to (M, 1)).
-- `Int8Weight.from_float(w)`: q_w, s_w (Q_W = `weight_qmax()`) and the packed GEMM operand; `w.matmul(q_x)` -> fp32 (M, N)
-  = (q_x q_w^T) * s_w.
+- `backend()` -> ("onednn" | "int_mm", Q_W), probed once; `weight_qmax()` -> Q_W.
+- `Int8Weight.from_float(w)`: q_w, s_w and the packed GEMM operand; `w.matmul(q_x)` -> fp32
+  (M, N) = (q_x q_w^T) * s_w.
 - `int8_linear(x, w, bias, per)`: x (..., K) fp32 -> (..., N) fp32, as above.
 - `Int8Linear.from_linear(lin, per)`: an nn.Module with the quantised weight (buffers, no
   parameters: nothing here trains); `quantize_model(model, per)` swaps every nn.Linear of a
