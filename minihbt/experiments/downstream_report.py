@@ -172,10 +172,11 @@ def verdict(ds: list[tuple[float, float]]) -> str:
 
 def answer_table() -> str:
     """Per recipe, task (headline metric) and model pair: the mean difference over seeds, each
-    seed's, the mean test-row 95% interval and the verdict, for all / seen / unseen languages."""
+    seed's, the mean test-row 95% interval and the verdict, for all / seen / unseen languages; the
+    default recipe's (paper) rows first."""
     runs = by_seed()
     out = ["| difference | trained on | task | seeds | all languages | seen | unseen |", "|---|---|---|---|---|---|---|"]
-    for train in sorted({t for _, t in runs if t}):
+    for train in sorted({t for _, t in runs if t}, key=lambda t: ("paper" not in t, t)):  # the default recipe first
         for a, b in PAIRS:
             for task, (title, _, _) in HEADLINE.items():
                 d = differences(runs, a, b, train, task)
