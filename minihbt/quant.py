@@ -27,14 +27,18 @@ measured choice (cosine to fp32 on real text, per tensor vs per token).
 Q_W, the weight range, is 127 where the CPU's int8 GEMM sums products exactly and 63 where it
 does not. CPUs with VNNI (AVX512-VNNI, AVX-VNNI, AMX) add u8 x s8 products straight into int32;
 AVX2 alone has only `vpmaddubsw`, which adds two u8 x s8 products into a saturating int16, and
-oneDNN feeds it the activation shifted to u8 (q_x + 128 <= 255): 2 * 255 * 127 = 64,770 overflows
-32,767, but 2 * 255 * 63 = 32,130 does not. `backend()` finds out by multiplying the worst case
-once and comparing with the exact sum; the choice is part of `scheme()`, so of every int8 cache key.
+the activation goes in shifted to u8 (q_x + 128 <= 255, `onednn_mm`): 2 * 255 * 127 = 64,770
+overflows 32,767, but 2 * 255 * 63 = 32,130 does not. `backend()` finds out by multiplying the
+worst case once and comparing with the exact sum; the choice is part of `scheme()`, so of every
+int8 cache key.
 
 Why this implementation (oneDNN's `qlinear_pointwise`). torch's CPU build carries oneDNN's int8
-GEMM as `torch.ops.onednn.qlinear_pointwise` (what inductor emits for quantised Linears): int8
-activations with a zero point, an int8 weight packed once with per-channel scales, fp32 out, so
-s_w costs nothing and only s_x and b are one pass after it. Measured on e5-small's shapes and
+GEMM as `torch.ops.onednn.qlinear_pointwise` (what inductor emits for quantised Linears): u8
+activations with a zero point (128 here, so the integers are the symmetric ones), an int8 weight
+packed once with per-channel scales, fp32 out, so s_w costs nothing and only s_x and b are one
+pass after it. The input is u8 and not int8 because oneDNN runs int8 inputs through its
+reference kernel on AVX512-VNNI CPUs without AMX (8 s for one 640 x 384 x 1536 product, where
+u8 takes ~8 ms); on AVX2 both take its jit GEMM. Measured on e5-small's shapes and
 the alternatives (docs/PRECISION.md): `torch._int_mm` (the first version's) was >10x faster than
 fp32 on a VNNI CPU but ~40x slower on AVX2 alone (a reference kernel); `torch.ao` dynamic quantisation
 (deprecated for torchao) scales activations per tensor only; weight-only int8
@@ -99,9 +103,13 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def onednn_mm(q_x: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
     """oneDNN's int8 GEMM: q_x int8 (M, K), a weight packed by qlinear_prepack -> (q_x q_w^T) * s_w,
-    fp32 (M, N); the input's scale is 1 and every zero point 0 (symmetric)."""
+    fp32 (M, N). oneDNN gets q_x as unsigned bytes u = q_x + 128 with zero point 128, so it
+    computes sum_k (u - 128) q_w, the same integers: before AMX its fast int8 kernels take u8
+    inputs (an int8 input on an AVX512-VNNI CPU runs its reference kernel, ~1000x slower).
+    q_x + 128 is q_x's bytes with the sign bit flipped (two's complement), one pass over bytes."""
+    u = torch.bitwise_xor(q_x.view(torch.uint8), 128)  # uint8 (M, K), q_x + 128 in [1, 255]
     zero = torch.zeros(len(s_w), dtype=torch.long)
-    return torch.ops.onednn.qlinear_pointwise(q_x, 1.0, 0, packed, s_w, zero, None, 1.0, 0, torch.float32,
+    return torch.ops.onednn.qlinear_pointwise(u, 1.0, 128, packed, s_w, zero, None, 1.0, 0, torch.float32,
                                               "none", [], "")
 
 

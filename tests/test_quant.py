@@ -179,3 +179,24 @@ def test_int8_e5_small_embeddings_are_close_to_fp32_on_real_text(e5_dir):
                        dtype="int8")
     cos = (int8.encode(texts, kind="passage") * fp32.encode(texts, kind="passage")).sum(1)
     assert cos.min() >= 0.997 and cos.mean() >= 0.9985, (cos.min(), cos.mean())
+
+
+def test_the_int8_gemm_is_never_onednns_reference_kernel():
+    """oneDNN runs an int8 (s8) input through `ref_int8`, a reference loop ~1000x slower than fp32,
+    on AVX512-VNNI CPUs without AMX; quant feeds it u8. Checked in oneDNN's own log of the product
+    (a subprocess: ONEDNN_VERBOSE is read once per process), on whatever ISA this CPU has."""
+    import os
+    import subprocess
+    import sys
+    code = ("import torch; from minihbt import quant\n"
+            "if quant.backend()[0] == 'onednn':\n"
+            "    w = quant.Int8Weight.from_float(torch.randn(64, 96))\n"
+            "    quant.int8_linear(torch.randn(8, 96), w, None)\n"
+            "print('backend', quant.backend()[0])\n")
+    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    if "backend onednn" not in out:
+        pytest.skip("torch without oneDNN's int8 GEMM: torch._int_mm multiplies")
+    matmuls = [line for line in out.splitlines() if ",exec,cpu,matmul," in line or ",exec,cpu,inner_product," in line]
+    assert matmuls, "oneDNN's log shows no product: ONEDNN_VERBOSE did not take"
+    assert not [line for line in matmuls if line.split(",")[6].startswith("ref")], matmuls  # the implementation
