@@ -2,7 +2,7 @@
 
     python eval.py --dataset xquad-r|mlqa-r|DIR [--model e5-small|DIR] [--langs en de ...]
                    [--out FILE.json] [--batch-size 64] [--max-len 512] [--context] [--allow-seen]
-                   [--dtype fp32|bf16|int8] [--device cpu|cuda]   # every flag: minihbt/config.py
+                   [--dtype fp32|bf16|int8] [--compile] [--device cpu|cuda]   # every flag: minihbt/config.py
     python eval.py --dataset xnli|tydiqa|sib-200|tatoeba [--model M] [--limit N] [--out FILE.json]
     python eval.py --dataset DIR [--split test] [--run-out run.trec] [--model M] [--out FILE.json]
                                                         # DIR: a BEIR or MIRACL collection

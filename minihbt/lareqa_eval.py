@@ -225,24 +225,25 @@ def _fingerprint_in(dataset: str, langs: list[str]) -> str | None:
 
 # ----------------------------------------------------------------------------- eval.py's LAReQA run
 
-def load_model(name: str, dtype: str = "fp32", device: str = "cpu"):
-    """load_encoder for a command line: every failure is one line naming --model."""
+def load_model(name: str, dtype: str = "fp32", device: str = "cpu", compile: bool = False):
+    """load_encoder (+ TextEncoder.compile) for a command line: every failure is one line naming --model."""
     import torch
 
     from minihbt import load_encoder
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to torch")
     try:
-        return load_encoder(name, device=device, dtype=dtype)
+        enc = load_encoder(name, device=device, dtype=dtype)
     except UserError as e:
         raise UserError(f"--model {name}: {e}") from None
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise UserError(f"--model {name}: cannot load a model from it ({type(e).__name__}: {e})") from None
+    return enc.compile() if compile else enc
 
 
 def model_for(cfg, encoder=None):
     """(the model to evaluate, whether it was trained on cfg.dataset); refuses a seen dataset unless --allow-seen."""
-    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device)
+    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device, cfg.compile)
     seen = seen_in_training(enc.meta.get("provenance"), cfg.dataset)
     if seen and not cfg.allow_seen:
         raise UserError(f"--model {cfg.model}: its provenance lists {cfg.dataset} as training data, so this "

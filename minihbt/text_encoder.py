@@ -22,6 +22,10 @@ Contract
   `encode` and of train_step.make_embed, on CPU and CUDA alike; "int8" (CPU, encoding only: never
   for training, and such an encoder is not saved) is an encoder whose nn.Linear layers are
   minihbt/quant.py's Int8Linear (int8 weights per output channel, int8 activations per token).
+- `TextEncoder.compile()` (eval.py --compile): `encode` runs a torch.compile'd embed (inductor,
+  dynamic shapes, freezing: the weights become constants at the first call, so only for a model
+  that no longer changes); fp32 and bf16 only. Its embeddings differ from eager ones in the
+  last bits, so the fingerprint says so.
 
 Precision (every detail, and measurements: docs/PRECISION.md). "fp32" computes everything in
 float32. "bf16" runs the encoder under `torch.autocast(bfloat16)` with the weights kept in fp32
@@ -83,6 +87,17 @@ class TextEncoder:
             raise ValueError(f"dtype {dtype!r} with a model whose Linears are "
                              f"{'int8' if quant.is_quantized(model) else 'float'} (load_encoder(..., dtype='int8') quantises)")
         self.dtype = dtype
+        self.compiled = False
+        self._embed = model.embed
+
+    def compile(self) -> "TextEncoder":
+        """encode through torch.compile(embed) with inductor's freezing (module docstring); returns self."""
+        if self.dtype == "int8":
+            raise UserError("--compile with --dtype int8: not supported (inductor and the oneDNN int8 op were not "
+                            "measured together); compile fp32 or bf16")
+        self._embed = torch.compile(self.model.embed, dynamic=True, options={"freezing": True})
+        self.compiled = True
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -97,6 +112,7 @@ class TextEncoder:
         h = hashlib.sha256()
         parts = [self.model.config.to_hf(), self.model.config.pooling, self.model.config.normalize, self.prefixes]
         parts += [self.dtype] if self.dtype != "fp32" else []
+        parts += ["inductor, freezing"] if self.compiled else []
         parts += [quant.scheme(), quant.SOURCE_HASH] if self.dtype == "int8" else []  # + the int8 weights below
         h.update(json.dumps(parts, sort_keys=True).encode())
         h.update(self.tokenizer.raw_json.encode("utf-8"))
@@ -135,7 +151,7 @@ class TextEncoder:
                 for start in range(0, len(order), batch_size):
                     rows = order[start:start + batch_size]
                     batch = {k: v.to(self.device) for k, v in self.tokenizer.pad([ids[i] for i in rows]).items()}
-                    e = self.model.embed(batch["input_ids"], batch["attention_mask"])
+                    e = self._embed(batch["input_ids"], batch["attention_mask"])
                     if not self.model.config.normalize:  # the same op embed applies when it normalises
                         e = torch.nn.functional.normalize(e, dim=-1)
                     out[rows] = e.float().cpu().numpy()

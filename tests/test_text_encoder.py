@@ -157,6 +157,27 @@ def test_dtype_is_checked_and_keys_the_fingerprint():
         load_encoder(GOLDEN / "tiny-xlmr", dtype="fp16")
 
 
+def test_compiled_encode_equals_eager_and_has_its_own_fingerprint(tmp_path):
+    """eval.py --compile: inductor with frozen weights gives eager's embeddings (to fp32 rounding;
+    it fuses and reorders sums), over batches of several padded lengths (dynamic shapes), and its
+    own cache keys; int8 is refused in one line."""
+    from torch._dynamo.utils import counters
+
+    from conftest import user_error
+    counters.clear()
+    eager = load_encoder(GOLDEN / "tiny-bert")
+    te = load_encoder(GOLDEN / "tiny-bert").compile()
+    texts = TEXTS * 3 + ["a much longer text than the others, " * 6]
+    E, C = eager.encode(texts, kind="passage", batch_size=4), te.encode(texts, kind="passage", batch_size=4)
+    np.testing.assert_allclose(C, E, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] >= 1  # inductor, not eager, encoded
+    assert te.compiled and te.fingerprint != eager.fingerprint
+    te.compiled = False
+    assert te.fingerprint == eager.fingerprint  # the flag alone, not a changed model, made the difference
+    assert "--compile with --dtype int8" in user_error(
+        "eval.py", ["--dataset", "tydiqa", "--model", GOLDEN / "tiny-bert", "--dtype", "int8", "--compile"])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_cuda_encode_matches_cpu(dtype):

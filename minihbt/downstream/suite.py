@@ -192,5 +192,5 @@ def evaluate(cfg, encoder=None) -> dict:
     if cfg.limit is not None and cfg.limit < 1:
         raise UserError(f"--limit must be a positive integer, got {cfg.limit}")
     data = load(cfg.dataset, cfg.limit)
-    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device)
+    enc = encoder if encoder is not None else load_model(cfg.model, cfg.dtype, cfg.device, cfg.compile)
     return run(enc, data, TaskConfig(cfg.dataset, cfg.limit, cfg.batch_size, cfg.max_len, cfg.progress), cfg.model)
