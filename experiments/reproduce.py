@@ -37,8 +37,14 @@ resumed with `train.py --resume`), and an evaluation whose JSON is of the checkp
 (each check's score, the step evaluated) to `docs/results/selection/<run>.json`; the tables between
 the markers in `docs/RESULTS.md` and `docs/results.png` are built from those JSON files alone.
 """
-from minihbt.experiments.retrieval import main
-from minihbt.io.files import run_cli
+import sys
+from pathlib import Path
+
+# This checkout's minihbt first, whatever `pip install -e` points at: a clone pinned at a commit
+# (git clone . ../exp) runs, trains and writes with its own code, into its own runs/ and docs/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minihbt.experiments.retrieval import main  # noqa: E402
+from minihbt.io.files import run_cli  # noqa: E402
 
 if __name__ == "__main__":
     run_cli(main)

@@ -22,8 +22,14 @@ docs/downstream.png are built from those JSON files alone, the paired difference
 X-X, ...: same seed, same test rows) from their per-row values with minihbt.paired, the item as
 the unit where the languages' test rows are parallel (paired.TASK_ITEMS: XNLI, SIB-200).
 """
-from minihbt.experiments.downstream_runs import main
-from minihbt.io.files import run_cli
+import sys
+from pathlib import Path
+
+# This checkout's minihbt first, whatever `pip install -e` points at: a clone pinned at a commit
+# (git clone . ../exp) runs, trains and writes with its own code, into its own runs/ and docs/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minihbt.experiments.downstream_runs import main  # noqa: E402
+from minihbt.io.files import run_cli  # noqa: E402
 
 if __name__ == "__main__":
     run_cli(main)

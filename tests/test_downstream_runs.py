@@ -109,3 +109,20 @@ def test_a_named_model_that_is_not_here_is_trained_and_old_results_redone(tmp_pa
     ran.clear()
     assert downstream_runs.main(["--models", name, "--tasks", "xnli"]) == 0
     assert ran == []
+
+
+@pytest.mark.parametrize("script", ["reproduce.py", "reproduce_downstream.py"])
+def test_an_experiment_script_runs_its_own_checkouts_code(tmp_path, script):
+    """A clone pinned at a commit (git clone . ../exp) must not run the minihbt that an editable
+    install points at: here a decoy package stands first on PYTHONPATH and would fail the import."""
+    import os
+    import sys
+    from pathlib import Path
+    decoy = tmp_path / "minihbt"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy minihbt, not this checkout')\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run([sys.executable, str(root / "experiments" / script), "--help"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "decoy" not in r.stderr, r.stderr[-500:]
