@@ -176,10 +176,10 @@ def test_record_selection_reads_the_log_and_checkpoint_best(tmp_path, monkeypatc
 
 
 
-def committed(*paths) -> None:
+def committed(*paths, per_query: bool = True) -> None:
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("{}")
+        path.write_text(json.dumps({"per_query": {}} if per_query else {}))
 
 
 def offline(tmp_path, monkeypatch) -> tuple[list, list]:
@@ -203,6 +203,20 @@ def test_a_committed_result_is_not_trained_again_in_a_fresh_checkout(recipe, tmp
     assert retrieval.main(["--samplers", "xx,xy", "--recipe", recipe]) == 0
     assert [c[c.index("--out") + 1] for c in ran] == [f"runs/reproduce/{todo}", f"docs/results/mlqa-r__{todo}.json"]
     assert recorded == ([todo] if recipe == "paper" else [])
+
+
+def test_a_committed_result_without_per_query_values_is_trained_again(tmp_path, monkeypatch, capsys):
+    """Results from before per_query existed cannot give RESULTS.md its test-row intervals: such a
+    run is trained again (from scratch, same seed) and evaluated, and says why."""
+    ran, recorded = offline(tmp_path, monkeypatch)
+    monkeypatch.setattr(recipes, "model_fingerprint", lambda d: "f1", raising=False)  # the model trained
+    name = recipes.run_name("mlqa-r", "xy", 1, "paper")
+    committed(recipes.result_path("xquad-r", "zero-shot"), recipes.RESULTS / "selection" / f"{name}.json")
+    committed(recipes.result_path("xquad-r", name), per_query=False)
+    assert retrieval.main(["--samplers", "xy", "--seeds", "1", "--swap", "--langs", "ar,de,en,es,hi,zh"]) == 0
+    outs = [c[c.index("--out") + 1] for c in ran]
+    assert f"runs/reproduce/{name}" in outs and f"docs/results/xquad-r__{name}.json" in outs
+    assert f"{name}: result committed without per-query values: trained again" in capsys.readouterr().err
 
 
 def finished_run(tmp_path, name: str) -> None:

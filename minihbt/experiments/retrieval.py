@@ -59,9 +59,12 @@ def train_and_eval(train_data: str, eval_data: str, sampler: str, seed: int, arg
     step = trained_step(recipes.ROOT / ckpt, args)
     if step == 0 and not need_model and res.is_file() and (
             selection.is_file() or not recipes.selects_on_validation(args.recipe)):
-        print(f"{name}: result committed, no checkpoint here: not trained (experiments/reproduce_downstream.py "
-              f"--models {name} trains it)", file=sys.stderr)
-        return model  # finished and committed: runs/ is not, so a fresh checkout must not train it again
+        if "per_query" in json.loads(res.read_text()):
+            print(f"{name}: result committed, no checkpoint here: not trained (experiments/reproduce_downstream.py "
+                  f"--models {name} trains it)", file=sys.stderr)
+            return model  # finished and committed: runs/ is not, so a fresh checkout must not train it again
+        # a result from before results kept each query's values: RESULTS.md's test-row intervals need them
+        print(f"{name}: result committed without per-query values: trained again for them", file=sys.stderr)
     if step == 0:
         recipes.sh([sys.executable, "train.py", "--sampler", sampler, "--train-data", train_data, "--seed", str(seed),
             "--langs", ",".join(recipes.train_langs(train_data, args.langs)), *recipes.RECIPES[args.recipe],
