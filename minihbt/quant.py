@@ -105,7 +105,7 @@ def onednn_mm(q_x: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor) -> tor
     """oneDNN's int8 GEMM: q_x int8 (M, K), a weight packed by qlinear_prepack -> (q_x q_w^T) * s_w,
     fp32 (M, N). oneDNN gets q_x as unsigned bytes u = q_x + 128 with zero point 128, so it
     computes sum_k (u - 128) q_w, the same integers: before AMX its fast int8 kernels take u8
-    inputs (an int8 input on an AVX512-VNNI CPU runs its reference kernel, ~1000x slower).
+    inputs (an int8 input on an AVX512-VNNI CPU runs its reference kernel, ~360x the fp32 GEMM).
     q_x + 128 is q_x's bytes with the sign bit flipped (two's complement), one pass over bytes."""
     u = torch.bitwise_xor(q_x.view(torch.uint8), 128)  # uint8 (M, K), q_x + 128 in [1, 255]
     zero = torch.zeros(len(s_w), dtype=torch.long)

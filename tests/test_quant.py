@@ -182,7 +182,7 @@ def test_int8_e5_small_embeddings_are_close_to_fp32_on_real_text(e5_dir):
 
 
 def test_the_int8_gemm_is_never_onednns_reference_kernel():
-    """oneDNN runs an int8 (s8) input through `ref_int8`, a reference loop ~1000x slower than fp32,
+    """oneDNN runs an int8 (s8) input through `ref_int8`, a reference loop ~360x slower than fp32,
     on AVX512-VNNI CPUs without AMX; quant feeds it u8. Checked in oneDNN's own log of the product
     (a subprocess: ONEDNN_VERBOSE is read once per process), on whatever ISA this CPU has."""
     import os
