@@ -93,8 +93,8 @@ class TextEncoder:
     def compile(self) -> "TextEncoder":
         """encode through torch.compile(embed) with inductor's freezing (module docstring); returns self."""
         if self.dtype == "int8":
-            raise UserError("--compile with --dtype int8: not supported (inductor and the oneDNN int8 op were not "
-                            "measured together); compile fp32 or bf16")
+            raise UserError("--compile with --dtype int8: not supported (inductor fails on the int8 Linears' "
+                            "oneDNN op in torch 2.13); compile fp32 or bf16")
         self._embed = torch.compile(self.model.embed, dynamic=True, options={"freezing": True})
         self.compiled = True
         return self
