@@ -296,8 +296,9 @@ def test_figure_draws_test_row_intervals_and_a_seed_spread_only_with_several_see
     assert (tmp_path / "downstream.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_committed_figure_bars_have_no_seed_spread_with_one_seed():
-    """With the committed one-seed results the figure has test-row intervals and no seed-spread bars."""
+def test_committed_figure_bars_have_a_seed_spread_exactly_where_there_are_several_seeds():
+    """The committed results' figure: a test-row interval on every bar, a seed-spread bar on the rows
+    with several seeds (the default recipe's) and on no other."""
     if not (recipes.DOWNSTREAM.is_dir() and any(recipes.DOWNSTREAM.glob("*.json"))):
         pytest.skip(f"no results in {recipes.DOWNSTREAM}")
     found = downstream_report.load_results()

@@ -23,7 +23,7 @@ def draw(bars: dict, titles: dict[str, str], path: Path) -> None:
     except ImportError:
         print("matplotlib not installed (pip install -e '.[plot]'): figure skipped", file=sys.stderr)
         return
-    fig, axes = plt.subplots(1, len(titles), figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, len(titles), figsize=(15, 4.8))
     any_sd = False
     for ax, (task, title) in zip(axes, titles.items()):
         rows = bars.get(task, [])
@@ -55,11 +55,12 @@ def draw(bars: dict, titles: dict[str, str], path: Path) -> None:
                 handles.append(h)
                 names.append(n)
     order = sorted(range(len(names)), key=lambda k: (names[k] in ("95% interval of the mean, test rows", "sd over seeds"), k))
-    fig.legend([handles[k] for k in order], [names[k] for k in order], loc="lower center", ncol=len(names), fontsize=9)
+    fig.legend([handles[k] for k in order], [names[k] for k in order], loc="lower center",
+               ncol=math.ceil(len(names) / 2), fontsize=9)  # two rows: one row is wider than the figure
     spread = "grey bars: sd over seeds, where there are several" if any_sd else "one seed per model: no seed spread"
     fig.suptitle("e5-small, frozen: macro means over seen / unseen languages; y axes zoomed, not from 0\n"
                  "black bars: 95% interval of each mean from the test rows (unpaired: compare two models by the "
                  f"paired table); {spread}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.13, 1, 0.97))
     fig.savefig(path, dpi=110)
     print(f"wrote {path}", file=sys.stderr)
