@@ -10,6 +10,8 @@ default, as the project machine). Every system uses the same converted directory
                             freezing: weights folded in as constants), the fastest bf16 path torch
                             offers on a CPU; its compile time falls in the warm-up;
   minihbt_int8              the same weights quantised, dtype "int8" (minihbt/quant.py);
+  minihbt_int8_inductor     that int8 model through TextEncoder.compile (eval.py --dtype int8
+                            --compile): inductor fuses what surrounds the int8 GEMMs;
   transformers              BertModel (attn_implementation="sdpa") + masked mean pooling + L2, the
                             loop of the e5 model card: batches in input order, fp32;
   transformers_sorted       the same model, batches sorted by token length as minihbt does, fp32;
@@ -51,12 +53,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minihbt.io.convert import model_dir  # noqa: E402
 from minihbt.lareqa import load_lareqa  # noqa: E402
-from minihbt.text_encoder import TextEncoder, cpu_has_bf16, load_encoder  # noqa: E402
+from minihbt.text_encoder import TextEncoder, cpu_has_bf16, load_encoder, quantize  # noqa: E402
 
-SYSTEMS = ("minihbt_fp32", "minihbt_bf16", "minihbt_bf16_inductor", "minihbt_int8", "transformers", "transformers_sorted",
-           "transformers_sorted_bf16", "sentence_transformers", "onnxruntime_fp32", "onnxruntime_int8",
-           "openvino_fp32", "openvino_int8")
-LOW = ("bf16", "int8", "bf16_inductor")  # systems compared with minihbt_fp32 by cosine, not by max abs difference
+SYSTEMS = ("minihbt_fp32", "minihbt_bf16", "minihbt_bf16_inductor", "minihbt_int8", "minihbt_int8_inductor",
+           "transformers", "transformers_sorted", "transformers_sorted_bf16", "sentence_transformers",
+           "onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32", "openvino_int8")
+LOW = ("bf16", "int8", "inductor")  # systems compared with minihbt_fp32 by cosine, not by max abs difference
 
 
 def sample_sentences(n: int, seed: int = 0) -> list[str]:
@@ -198,7 +200,7 @@ def main():
 
     te = load_encoder(path)
     te16 = TextEncoder(te.model, te.tokenizer, te.prefixes, te.meta, dtype="bf16")  # same weights
-    te8 = te16c = None
+    te8 = te8c = te16c = None
     if "minihbt_bf16_inductor" in names:  # a copy: compiling replaces forward on the object it is given
         import copy
 
@@ -206,10 +208,13 @@ def main():
         inductor_config.freezing = True
         te16c = TextEncoder(copy.deepcopy(te.model), te.tokenizer, te.prefixes, te.meta, dtype="bf16")
         te16c.model.forward = torch.compile(te16c.model.forward, dynamic=True)
-    if "minihbt_int8" in names:  # a quantised copy (quantize_model swaps the Linears in place)
+    if "minihbt_int8" in names:  # a quantised copy (quantize swaps the Linears in place)
         import copy
-        from minihbt.quant import quantize_model
-        te8 = TextEncoder(quantize_model(copy.deepcopy(te.model)), te.tokenizer, te.prefixes, te.meta, dtype="int8")
+        te8 = TextEncoder(quantize(copy.deepcopy(te.model)), te.tokenizer, te.prefixes, te.meta, dtype="int8")
+    if "minihbt_int8_inductor" in names:  # another quantised copy, compiled as eval.py --compile does
+        import copy
+        te8c = TextEncoder(quantize(copy.deepcopy(te.model)), te.tokenizer, te.prefixes, te.meta,
+                           dtype="int8").compile()
     onnx = onnx_files(path) if any(k.startswith(("onnx", "openvino")) for k in names) else {}
     make = {
         "minihbt_fp32": lambda: lambda x: te.encode(x, kind="passage", batch_size=a.batch_size, progress=False),
@@ -221,6 +226,8 @@ def main():
         "transformers_sorted_bf16": lambda: transformers_encoder(path, a.batch_size, sort=True, bf16=True),
         "sentence_transformers": lambda: sentence_transformers_encoder(path, a.batch_size),
         "minihbt_int8": lambda: lambda x: te8.encode(x, kind="passage", batch_size=a.batch_size, progress=False),
+        "minihbt_int8_inductor": lambda: lambda x: te8c.encode(x, kind="passage", batch_size=a.batch_size,
+                                                               progress=False),
         **{f"{rt}_{d}": (lambda rt=rt, d=d: onnx_encoder(te, onnx[d], a.batch_size, a.threads, rt))
            for rt in ("onnxruntime", "openvino") for d in ("fp32", "int8")},
     }

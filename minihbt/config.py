@@ -137,7 +137,7 @@ class EvalConfig:
     dtype: str = opt("fp32", "fp32, bf16 autocast (faster only where the CPU has bf16) or int8 (CPU): "
                      "docs/PRECISION.md", choices=DTYPES)
     device: str = opt("cpu", "where the encoder runs (search and metrics: numpy, CPU)", choices=DEVICES)
-    compile: bool = opt(False, "torch.compile the encoder, weights frozen in (fp32, bf16; ~30 s to compile "
+    compile: bool = opt(False, "torch.compile the encoder, weights frozen in (fp32, bf16, int8; ~30 s to compile "
                         "e5-small on 2 cores): docs/PRECISION.md")
     split: str | None = opt(None, "BEIR / MIRACL: the qrels split (None: the only one, else test)")
     run_out: str | None = opt(None, "BEIR / MIRACL: write each query's top 100 as a TREC run file")

@@ -13,6 +13,13 @@ What is quantised (and what is not)
   are the two roundings to int8 and the sum's final rounding to fp32; `round` is torch's (half to
   even); an all-zero row gets a tiny positive scale and q = 0. `int8_linear` below is that
   formula, line for line.
+- bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2): the weight's
+  rounding E = W - s_w q_w is the same for every input, so on inputs with a large common part
+  (every token's mean input mu) it adds the same error E mu to every output: a shift shared by
+  all embeddings. Folding it into the bias, b' = b + E mu, cancels that part. A fine-tuned model
+  needs it: fine-tuning moves weights by less than an int8 step, and without the correction its
+  embeddings fall to cosine ~0.986 of fp32 (docs/PRECISION.md). mu comes from `input_means`, run
+  by text_encoder.quantize on seeded random token ids (no text, so nothing is fitted to data).
 - in fp32, as before: the embedding lookups, every LayerNorm, residual adds, GELU, attention
   (q k^T, softmax, the weighted sum of v: activations times activations), the biases, mean
   pooling and the L2 normalisation. So only weights-times-activations run in int8.
@@ -45,6 +52,9 @@ fp32 on a VNNI CPU but ~40x slower on AVX2 alone (a reference kernel); `torch.ao
 (`_weight_int8pack_mm`) is slower than fp32 on CPU; torchao would be a new dependency. A torch
 built without oneDNN, or whose oneDNN sums neither range exactly, multiplies the same integers
 with `torch._int_mm` (or an int32 `torch.mm` where that refuses the shape): exact, but slower.
+The oneDNN call is wrapped as an op of our own (`torch.ops.minihbt.onednn_u8_mm`), so that
+torch.compile (eval.py --compile) keeps it whole and fuses the per-token quantisation, GELU and
+LayerNorm around it.
 
 Contract
 - `quantize_weight(w, qmax)` -> (q_w int8 (N, K), s_w fp32 (N,)).
@@ -54,9 +64,10 @@ Contract
 - `Int8Weight.from_float(w)`: q_w, s_w and the packed GEMM operand; `w.matmul(q_x)` -> fp32
   (M, N) = (q_x q_w^T) * s_w.
 - `int8_linear(x, w, bias, per)`: x (..., K) fp32 -> (..., N) fp32, as above.
-- `Int8Linear.from_linear(lin, per)`: an nn.Module with the quantised weight (buffers, no
-  parameters: nothing here trains); `quantize_model(model, per)` swaps every nn.Linear of a
-  model in place and returns it.
+- `Int8Linear.from_linear(lin, per, mean_x=None)`: an nn.Module with the quantised weight (buffers,
+  no parameters: nothing here trains), its bias corrected with mean_x (K,) when given;
+  `input_means(model, run)` -> {Linear: mean input (K,)} over what `run()` feeds them;
+  `quantize_model(model, per, means=None)` swaps every nn.Linear of a model in place and returns it.
 """
 from __future__ import annotations
 
@@ -108,9 +119,23 @@ def onednn_mm(q_x: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor) -> tor
     inputs (an int8 input on an AVX512-VNNI CPU runs its reference kernel, ~360x the fp32 GEMM).
     q_x + 128 is q_x's bytes with the sign bit flipped (two's complement), one pass over bytes."""
     u = torch.bitwise_xor(q_x.view(torch.uint8), 128)  # uint8 (M, K), q_x + 128 in [1, 255]
-    zero = torch.zeros(len(s_w), dtype=torch.long)
-    return torch.ops.onednn.qlinear_pointwise(u, 1.0, 128, packed, s_w, zero, None, 1.0, 0, torch.float32,
-                                              "none", [], "")
+    return torch.ops.minihbt.onednn_u8_mm(u, packed, s_w)
+
+
+if ONEDNN:
+    # The GEMM as one op of our own: eager runs it as it is, and torch.compile (TextEncoder.compile)
+    # calls it as an opaque kernel and fuses what is around it (the quantisation, GELU, LayerNorm);
+    # inductor cannot lower qlinear_pointwise with an eagerly packed weight itself.
+    @torch.library.custom_op("minihbt::onednn_u8_mm", mutates_args=())
+    def onednn_u8_mm(u: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
+        """u uint8 (M, K) = q_x + 128, packed q_w, s_w fp32 (N,) -> (q_x q_w^T) * s_w, fp32 (M, N)."""
+        zero = torch.zeros(len(s_w), dtype=torch.long)
+        return torch.ops.onednn.qlinear_pointwise(u, 1.0, 128, packed, s_w, zero, None, 1.0, 0, torch.float32,
+                                                  "none", [], "")
+
+    @onednn_u8_mm.register_fake
+    def _(u, packed, s_w):  # what torch.compile traces with: the result's shape and dtype
+        return u.new_empty((u.shape[0], s_w.shape[0]), dtype=torch.float32)
 
 
 @functools.cache
@@ -141,8 +166,8 @@ class Int8Weight:
 
     def __init__(self, q_w: torch.Tensor, s_w: torch.Tensor):
         self.q_w, self.s_w = q_w.contiguous(), s_w.float().contiguous()
-        onednn = backend()[0] == "onednn"
-        self.packed = torch.ops.onednn.qlinear_prepack(self.q_w, None) if onednn else self.q_w.t().contiguous()
+        self.onednn = backend()[0] == "onednn"  # decided here, not per call (torch.compile traces matmul)
+        self.packed = torch.ops.onednn.qlinear_prepack(self.q_w, None) if self.onednn else self.q_w.t().contiguous()
 
     @classmethod
     def from_float(cls, w: torch.Tensor) -> "Int8Weight":
@@ -150,7 +175,7 @@ class Int8Weight:
 
     def matmul(self, q_x: torch.Tensor) -> torch.Tensor:
         """q_x int8 (M, K) -> (q_x q_w^T) * s_w, fp32 (M, N): the sums exact, then one fp32 rounding."""
-        if backend()[0] == "onednn":
+        if self.onednn:
             return onednn_mm(q_x, self.packed, self.s_w)
         return int_mm(q_x, self.packed).float().mul_(self.s_w)
 
@@ -180,8 +205,14 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     @classmethod
-    def from_linear(cls, lin: nn.Linear, per: str = "token") -> "Int8Linear":
-        return cls(Int8Weight.from_float(lin.weight), lin.bias, per)
+    def from_linear(cls, lin: nn.Linear, per: str = "token", mean_x: torch.Tensor | None = None) -> "Int8Linear":
+        """With mean_x (K,), the mean input: b' = b + (W - s_w q_w) mean_x (bias correction)."""
+        w = Int8Weight.from_float(lin.weight)
+        bias = lin.bias
+        if mean_x is not None:  # the weight's rounding error on the mean input, put back through the bias
+            error = lin.weight.detach().double() - w.q_w.double() * w.s_w.double()[:, None]  # (N, K)
+            bias = (0 if bias is None else bias.detach().double()) + error @ mean_x.double()
+        return cls(w, bias, per)
 
     def forward(self, x):
         return int8_linear(x, self.w, self.bias, self.per)
@@ -190,15 +221,35 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, per={self.per}"
 
 
-def quantize_model(model: nn.Module, per: str = "token") -> nn.Module:
-    """Replace every nn.Linear of `model` (in place) by an Int8Linear; returns the model, in eval mode."""
+def input_means(model: nn.Module, run) -> dict[nn.Linear, torch.Tensor]:
+    """The mean input (K,) of every nn.Linear of `model`, over every row it sees while `run()` runs."""
+    sums: dict[nn.Linear, list] = {}
+
+    def add(lin, args, out):
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()  # (rows, K)
+        total = sums.setdefault(lin, [0.0, 0])
+        total[0], total[1] = total[0] + x.sum(0), total[1] + len(x)
+
+    hooks = [m.register_forward_hook(add) for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return {lin: (s / n).float() for lin, (s, n) in sums.items()}
+
+
+def quantize_model(model: nn.Module, per: str = "token", means: dict | None = None) -> nn.Module:
+    """Replace every nn.Linear of `model` (in place) by an Int8Linear, its bias corrected where `means`
+    (input_means) has the Linear's mean input; returns the model, in eval mode."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Linear):
             if child.weight.device.type != "cpu":
                 raise ValueError("int8 Linears run on the CPU")
-            setattr(model, name, Int8Linear.from_linear(child, per))
+            setattr(model, name, Int8Linear.from_linear(child, per, (means or {}).get(child)))
         else:
-            quantize_model(child, per)
+            quantize_model(child, per, means)
     return model.eval()
 
 

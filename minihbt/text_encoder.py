@@ -21,11 +21,13 @@ Contract
 - `TextEncoder.dtype` ("fp32" | "bf16" | "int8", from `load_encoder(..., dtype=)`): the precision of
   `encode` and of train_step.make_embed, on CPU and CUDA alike; "int8" (CPU, encoding only: never
   for training, and such an encoder is not saved) is an encoder whose nn.Linear layers are
-  minihbt/quant.py's Int8Linear (int8 weights per output channel, int8 activations per token).
+  minihbt/quant.py's Int8Linear (int8 weights per output channel, int8 activations per token),
+  built by `quantize(model)` (biases corrected for the weights' rounding).
 - `TextEncoder.compile()` (eval.py --compile): `encode` runs a torch.compile'd embed (inductor,
   dynamic shapes, freezing: the weights become constants at the first call, so only for a model
-  that no longer changes); fp32 and bf16 only. Its embeddings differ from eager ones in the
-  last bits, so the fingerprint says so.
+  that no longer changes); fp32, bf16 and int8 (there the int8 GEMM stays one opaque op and
+  inductor fuses the quantisation around it). Its embeddings differ from eager ones in the last
+  bits, so the fingerprint says so.
 
 Precision (every detail, and measurements: docs/PRECISION.md). "fp32" computes everything in
 float32. "bf16" runs the encoder under `torch.autocast(bfloat16)` with the weights kept in fp32
@@ -33,7 +35,7 @@ float32. "bf16" runs the encoder under `torch.autocast(bfloat16)` with the weigh
 pooling and the L2 normalisation in fp32; the loss is computed outside autocast, in fp32. It pays
 only where the hardware multiplies bf16 natively (CUDA GPUs; CPUs with AVX512-BF16 or AMX);
 elsewhere torch emulates it, so `load_encoder` prints a note there. "int8" (CPU, encoding only)
-replaces every nn.Linear by minihbt/quant.py's Int8Linear; the rest stays fp32.
+replaces every nn.Linear by minihbt/quant.py's Int8Linear (`quantize`); the rest stays fp32.
 """
 from __future__ import annotations
 
@@ -92,9 +94,9 @@ class TextEncoder:
 
     def compile(self) -> "TextEncoder":
         """encode through torch.compile(embed) with inductor's freezing (module docstring); returns self."""
-        if self.dtype == "int8":
-            raise UserError("--compile with --dtype int8: not supported (inductor fails on the int8 Linears' "
-                            "oneDNN op in torch 2.13); compile fp32 or bf16")
+        if self.dtype == "int8" and quant.backend()[0] != "onednn":
+            raise UserError("--compile with --dtype int8 needs torch's oneDNN int8 GEMM, which this torch "
+                            "lacks (or cannot sum exactly here); compile fp32 or bf16")
         self._embed = torch.compile(self.model.embed, dynamic=True, options={"freezing": True})
         self.compiled = True
         return self
@@ -189,9 +191,18 @@ def load_encoder(name_or_dir: str | os.PathLike, device: str = "cpu", dtype: str
     model = hf_format.load_pretrained(path).to(device)
     tokenizer = Tokenizer.from_file(path / "tokenizer.json")
     if dtype == "int8":
-        quant.quantize_model(model)  # every nn.Linear -> Int8Linear (minihbt/quant.py)
+        quantize(model)  # every nn.Linear -> Int8Linear (minihbt/quant.py), biases corrected
     te = TextEncoder(model, tokenizer, meta["prefixes"], meta, dtype)
     if dtype == "bf16" and te.device.type == "cpu" and not cpu_has_bf16():
         print("note: bf16 on a CPU without AVX512-BF16 / AMX: torch emulates it, expect it slower "
               "than fp32 (docs/PRECISION.md)", file=sys.stderr)
     return te
+
+
+def quantize(model: Encoder, per: str = "token") -> Encoder:
+    """`model` with int8 Linears (quant.quantize_model, in place), each bias corrected for its weight's
+    rounding on the mean input that 64 x 32 seeded random token ids give it (quant.py: bias
+    correction): text-free and deterministic, so the same weights give the same int8 model."""
+    ids = torch.randint(0, model.config.vocab_size, (64, 32), generator=torch.Generator().manual_seed(0))
+    means = quant.input_means(model, lambda: model.embed(ids, torch.ones_like(ids)))  # {Linear: (K,)}
+    return quant.quantize_model(model, per, means)

@@ -10,7 +10,7 @@ import torch
 from minihbt import quant
 from minihbt.io import embed_cache
 from minihbt.io.files import UserError
-from minihbt.text_encoder import TextEncoder, load_encoder
+from minihbt.text_encoder import TextEncoder, load_encoder, quantize
 from test_hf_format import TEXTS
 from test_transformer import GOLDEN
 
@@ -136,6 +136,46 @@ def test_quantize_model_swaps_every_linear_and_keeps_the_rest_fp32():
     assert np.abs(E - F).max() > 1e-6 and (E * F).sum(1).min() > 0.99  # int8 ran, and close
 
 
+def test_input_means_are_the_mean_input_of_each_linear():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.nn.Linear(6, 5), torch.nn.Linear(5, 3)
+    model = torch.nn.Sequential(a, torch.nn.GELU(), b)
+    x = torch.randn(4, 7, 6, generator=g)  # (batch, tokens, K): every token is a row
+    means = quant.input_means(model, lambda: model(x))
+    h = torch.nn.functional.gelu(a(x)).detach()
+    np.testing.assert_allclose(means[a].numpy(), x.reshape(-1, 6).double().mean(0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(means[b].numpy(), h.reshape(-1, 5).double().mean(0).numpy(), atol=1e-6)
+    assert not a._forward_hooks and not b._forward_hooks  # the hooks are gone
+
+
+def test_bias_correction_is_the_hand_computation():
+    """b' = b + (W - s_w q_w) mu, in float64 numpy from the hand quantisation of W."""
+    x, w, b = sample()
+    mu = x.mean(0)
+    qmax = quant.weight_qmax()
+    q_w, s_w, _ = hand_quantize(w.numpy(), per_row=True, qmax=qmax)
+    want = b.numpy().astype(np.float64) + (w.numpy().astype(np.float64) - q_w * s_w) @ mu.numpy().astype(np.float64)
+    got = quant.Int8Linear.from_linear(_linear(w, b), mean_x=mu).bias
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(quant.Int8Linear.from_linear(_linear(w, b)).bias.numpy(), b.numpy())
+
+
+def test_bias_correction_cancels_the_error_shared_by_every_row():
+    """Inputs with a large common part (every row mu + small noise): the weight's rounding adds
+    about the same error E mu to every output row; corrected, the mean error over rows is gone,
+    uncorrected it is most of the error."""
+    g = torch.Generator().manual_seed(2)
+    K, N = 384, 64
+    mu = torch.randn(K, generator=g) * 3
+    x = mu + 0.1 * torch.randn(256, K, generator=g)
+    w, b = torch.randn(N, K, generator=g) * 0.05, torch.zeros(N)
+    ref = x @ w.T
+    err = {c: quant.Int8Linear.from_linear(_linear(w, b), mean_x=mu if c else None)(x) - ref for c in (False, True)}
+    shared = {c: e.mean(0).norm().item() for c, e in err.items()}
+    assert shared[True] < 0.2 * shared[False], shared
+    assert err[True].norm() < err[False].norm()
+
+
 def test_int8_is_refused_for_training_saving_and_cuda(tmp_path):
     from minihbt.config import TrainConfig
     with pytest.raises(UserError, match="--dtype int8: inference only"):
@@ -175,8 +215,7 @@ def test_int8_e5_small_embeddings_are_close_to_fp32_on_real_text(e5_dir):
     texts = [c.text for lang in data.langs for c in data.candidates[lang]]
     texts = [texts[i] for i in np.random.default_rng(0).choice(len(texts), 48, replace=False)]
     fp32 = load_encoder(e5_dir)
-    int8 = TextEncoder(quant.quantize_model(copy.deepcopy(fp32.model)), fp32.tokenizer, fp32.prefixes, fp32.meta,
-                       dtype="int8")
+    int8 = TextEncoder(quantize(copy.deepcopy(fp32.model)), fp32.tokenizer, fp32.prefixes, fp32.meta, dtype="int8")
     cos = (int8.encode(texts, kind="passage") * fp32.encode(texts, kind="passage")).sum(1)
     assert cos.min() >= 0.997 and cos.mean() >= 0.9985, (cos.min(), cos.mean())
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from minihbt import quant
 from minihbt.io.files import UserError
 from minihbt.text_encoder import load_encoder
 from test_hf_format import TEXTS, copy_tiny, set_meta
@@ -160,10 +161,8 @@ def test_dtype_is_checked_and_keys_the_fingerprint():
 def test_compiled_encode_equals_eager_and_has_its_own_fingerprint(tmp_path):
     """eval.py --compile: inductor with frozen weights gives eager's embeddings (to fp32 rounding;
     it fuses and reorders sums), over batches of several padded lengths (dynamic shapes), and its
-    own cache keys; int8 is refused in one line."""
+    own cache keys."""
     from torch._dynamo.utils import counters
-
-    from conftest import user_error
     counters.clear()
     eager = load_encoder(GOLDEN / "tiny-bert")
     te = load_encoder(GOLDEN / "tiny-bert").compile()
@@ -174,8 +173,24 @@ def test_compiled_encode_equals_eager_and_has_its_own_fingerprint(tmp_path):
     assert te.compiled and te.fingerprint != eager.fingerprint
     te.compiled = False
     assert te.fingerprint == eager.fingerprint  # the flag alone, not a changed model, made the difference
-    assert "--compile with --dtype int8" in user_error(
-        "eval.py", ["--dataset", "tydiqa", "--model", GOLDEN / "tiny-bert", "--dtype", "int8", "--compile"])
+
+
+@pytest.mark.skipif(quant.backend()[0] != "onednn", reason="int8 --compile needs torch's oneDNN int8 GEMM")
+def test_compiled_int8_equals_eager_int8(monkeypatch):
+    """--dtype int8 --compile: the oneDNN GEMM is one opaque op (torch.ops.minihbt.onednn_u8_mm) that
+    inductor calls as it is, fusing the quantisation around it, so the integers are eager's and the
+    embeddings equal eager int8's to fp32 rounding; a torch without that GEMM is refused in one line."""
+    from torch._dynamo.utils import counters
+    counters.clear()
+    eager = load_encoder(GOLDEN / "tiny-bert", dtype="int8")
+    te = load_encoder(GOLDEN / "tiny-bert", dtype="int8").compile()
+    texts = TEXTS * 3 + ["a much longer text than the others, " * 6]
+    E, C = eager.encode(texts, kind="passage", batch_size=4), te.encode(texts, kind="passage", batch_size=4)
+    np.testing.assert_allclose(C, E, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] >= 1 and te.fingerprint != eager.fingerprint
+    monkeypatch.setattr(quant, "backend", lambda: ("int_mm", 127))
+    with pytest.raises(UserError, match="--compile with --dtype int8 needs torch's oneDNN"):
+        load_encoder(GOLDEN / "tiny-bert", dtype="int8").compile()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,11 +1,12 @@
-"""Cosine of low-precision e5-small embeddings to fp32 on real text: docs/precision/cosine-e5-small.json.
+"""Cosine of low-precision embeddings to fp32 on real text: docs/precision/cosine-<model>.json.
 
---n MLQA-R candidate sentences (the seeded sample of bench/encode.py, "passage: " prefix) encoded in
-fp32, bf16 (autocast) and int8 with activation scales per token (minihbt's int8) and per tensor
-(the alternative it was measured against); per variant the mean, 1st percentile and minimum of
-the row-wise cosine to fp32. Queries ("query: ", MLQA-R questions) likewise with --queries.
+--n MLQA-R candidate sentences (the seeded sample of bench/encode.py, "passage: " prefix) and --n
+MLQA-R questions ("query: ") encoded by --model (e5-small, or a checkpoint directory) in fp32,
+bf16 (autocast) and int8: minihbt's (activation scales per token, biases corrected), and the
+alternatives it was measured against (activation scales per tensor; no bias correction); per
+variant the mean, 1st percentile and minimum of the row-wise cosine to fp32.
 
-    MINIHBT_MIRROR=../shared/data python tools/precision_cosine.py [--n 500] [--out FILE]
+    MINIHBT_MIRROR=../shared/data python tools/precision_cosine.py [--model DIR] [--n 500] [--out FILE]
 """
 import argparse
 import copy
@@ -21,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minihbt.lareqa import load_lareqa  # noqa: E402
 from minihbt.quant import quantize_model  # noqa: E402
-from minihbt.text_encoder import TextEncoder, load_encoder  # noqa: E402
+from minihbt.text_encoder import TextEncoder, load_encoder, quantize  # noqa: E402
 
 
 def stats(c: np.ndarray) -> dict:
@@ -33,7 +34,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs/precision/cosine-e5-small.json"))
+    p.add_argument("--model", default="e5-small", help="e5-small or a model / checkpoint directory")
+    p.add_argument("--out", help="default: docs/precision/cosine-<model name>.json")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     data = load_lareqa("mlqa-r")
@@ -43,12 +45,13 @@ def main():
     quests = [getattr(q, "text", q) for q in quests]
     sets = {"passage": [cands[i] for i in rng.choice(len(cands), a.n, replace=False)],
             "query": [quests[i] for i in np.random.default_rng(1).choice(len(quests), a.n, replace=False)]}
-    te = load_encoder("e5-small")
+    te = load_encoder(a.model)
     variants = {"bf16": TextEncoder(te.model, te.tokenizer, te.prefixes, te.meta, dtype="bf16")}
-    for per in ("token", "tensor"):
-        variants[f"int8_per_{per}"] = TextEncoder(quantize_model(copy.deepcopy(te.model), per), te.tokenizer,
-                                                  te.prefixes, te.meta, dtype="int8")
-    out = {"model": "e5-small", "dataset": "mlqa-r", "sample": "seeded (0: candidates, 1: questions)",
+    for name, model in (("int8_per_token", quantize(copy.deepcopy(te.model), "token")),
+                        ("int8_per_tensor", quantize(copy.deepcopy(te.model), "tensor")),
+                        ("int8_per_token_no_bias_correction", quantize_model(copy.deepcopy(te.model), "token"))):
+        variants[name] = TextEncoder(model, te.tokenizer, te.prefixes, te.meta, dtype="int8")
+    out = {"model": a.model, "model_fingerprint": te.fingerprint, "dataset": "mlqa-r", "sample": "seeded (0: candidates, 1: questions)",
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cosine_vs_fp32": {}}
     for kind, texts in sets.items():
@@ -58,8 +61,10 @@ def main():
             out["cosine_vs_fp32"].setdefault(name, {})[kind] = stats(c)
             print(kind, name, stats(c), file=sys.stderr)
     out["loadavg"] = os.getloadavg()
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+    name = Path(a.model).name if Path(a.model).name != "checkpoint-best" else Path(a.model).parent.name
+    path = Path(a.out or Path(__file__).resolve().parents[1] / f"docs/precision/cosine-{name}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))
 
 
