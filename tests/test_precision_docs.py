@@ -1,0 +1,83 @@
+"""docs/PRECISION.md's quality and speed tables against the committed JSON they cite, recomputed
+here without minihbt: every fp32 / int8 / difference / interval cell, every verdict on the
+bounds, and the bench table's texts/s and ratios."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "PRECISION.md"
+BOUNDS = {"mAP": 0.003, "rank distance": 0.01, "TyDi": 0.003, "SIB-200": 0.005, "XNLI": 0.005}
+
+
+def table_after(heading: str) -> list[list[str]]:
+    """The rows (cells stripped) of the first table after `heading`."""
+    text = DOC.read_text().split(heading, 1)[1]
+    lines = [line for line in text.split("\n\n| ", 1)[1].splitlines()]
+    rows = []
+    for line in ["| " + lines[0]] + lines[1:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows[2:]  # header and rule left out
+
+
+def num(cell: str) -> float:
+    return float(cell.replace("*", "").replace("−", "-").replace("%", "").strip().split(" ")[0].split("±")[0])
+
+
+def test_quality_table_is_the_committed_comparisons():
+    rows = table_after("## Quality on the evaluations")
+    assert len(rows) >= 14
+    diff_file = None
+    for model, task, fp32, low, diff, bound, files in rows:
+        link = re.search(r"\[diff\]\((precision/[^)]+)\)", files)
+        diff_file = link.group(1) if link else diff_file
+        assert files == "same" or link, files
+        d = json.loads((ROOT / "docs" / diff_file).read_text())
+        if task.startswith("MLQA-R mAP"):
+            part = d[task.split()[2]]
+            want = (part["mean_fp32"], part["mean_low"]) if "mean_fp32" in part else (part["fp32"], part["low"])
+            delta, limit = want[1] - want[0], BOUNDS["mAP"]
+        elif task.startswith("MLQA-R rank distance"):
+            want = (d["rank_distance"]["fp32"], d["rank_distance"]["low"])
+            delta, limit = d["rank_distance"]["relative_diff"], BOUNDS["rank distance"]
+            shown = diff.replace("*", "").replace("−", "-")
+            decimals = len(shown.split(".")[1].rstrip("%"))
+            assert shown == f"{delta * 100:+.{decimals}f}%", (task, diff)  # as many digits as shown
+            assert f"{want[0]:.1f}" == fp32 and f"{want[1]:.1f}" == low, (task, fp32, low)
+        else:
+            m = d["mean"]
+            want, delta = (m["fp32"], m["low"]), m["low"] - m["fp32"]
+            limit = next(v for k, v in BOUNDS.items() if task.startswith(k))
+            assert f"±{m['ci95']:.4f}" in diff.replace(" ", ""), (task, diff, m["ci95"])
+        if not task.startswith("MLQA-R rank distance"):
+            assert f"{want[0]:.4f}" == fp32 and f"{want[1]:.4f}" == low and f"{delta:+.4f}" == diff.replace(
+                "*", "").replace("−", "-").split(" ")[0], (model, task)
+        met = abs(delta) <= limit
+        assert bound.endswith("met") == met and ("missed by" in bound) == (not met), (model, task, bound)
+        if not met:  # the shortfall, in the unit of the bound
+            over, tol = ((abs(delta) - limit) * 100, 0.06) if "%" in bound else (abs(delta) - limit, 6e-5)
+            assert abs(num(bound.split("missed by")[1]) - over) < tol, (task, bound)
+
+
+def test_speed_table_is_the_committed_bench_run():
+    text = DOC.read_text().split("## Speed", 1)[1]
+    source = re.search(r"\[precision/(bench-encode-[^)]+\.json)\]", text).group(1)
+    bench = json.loads((ROOT / "docs" / "precision" / source).read_text())
+    names = {"minihbt fp32": "minihbt_fp32", "minihbt int8 (": "minihbt_int8",
+             "**minihbt int8, `--compile`**": "minihbt_int8_inductor", "minihbt bf16 (": "minihbt_bf16",
+             "minihbt bf16, `--compile`": "minihbt_bf16_inductor", "transformers sdpa": "transformers_sorted",
+             "ONNX Runtime fp32": "onnxruntime_fp32", "ONNX Runtime int8": "onnxruntime_int8",
+             "OpenVINO fp32": "openvino_fp32", "OpenVINO, ONNX": "openvino_int8"}
+    rows = table_after("## Speed")
+    assert len(rows) == len(names)
+    for system, rate, ratio, warm, cos in rows:
+        key = next(v for k, v in names.items() if system.startswith(k))
+        assert num(rate) == pytest.approx(bench["texts_per_s"][key], abs=0.005), system
+        got = bench["texts_per_s"][key] / bench["texts_per_s"]["minihbt_fp32"]
+        assert num(ratio) == pytest.approx(got, abs=0.005) and num(warm) == bench["warmup_s"][key], system
+        if key in bench["cosine_vs_fp32"]:
+            assert num(cos) == pytest.approx(bench["cosine_vs_fp32"][key]["mean"], abs=5e-6), system
