@@ -13,22 +13,13 @@ What is quantised (and what is not)
   are the two roundings to int8 and the sum's final rounding to fp32; `round` is torch's (half to
   even); an all-zero row gets a tiny positive scale and q = 0. `int8_linear` below is that
   formula, line for line.
-- smoothing (Xiao et al. 2023, "SmoothQuant", eq. 4), at load: a few input channels of a Linear
-  (BERT-style outlier dimensions after a LayerNorm, large GELU outputs) set each token's scale and
-  leave the other channels few levels. Dividing input channel k by m[k] and multiplying the
-  weight's column k by it leaves the product unchanged, x W^T = (x / m) (W m)^T, and moves part
-  of the range from activations (rounded per token) into weights (rounded once, per output channel):
-      m[k] = max|x[:, k]|^a / max_n |W[n, k]|^(1 - a),   a = ALPHA = 0.5 (the paper's default)
-  with max|x[:, k]| from `input_stats` (m[k] = 1 for a channel never seen active). At encoding
-  time it costs one multiply of x by 1/m before rounding.
 - bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2): the weight's
   rounding E = W - s_w q_w is the same for every input, so on inputs with a large common part
   (every token's mean input mu) it adds the same error E mu to every output: a shift shared by
-  all embeddings. Folding it into the bias, b' = b + E mu, cancels that part (with smoothing,
-  W m and mu / m in place of W and mu). A fine-tuned model needs both: fine-tuning moves weights
-  by less than an int8 step, and without them its embeddings fall to cosine ~0.986 of fp32
-  (docs/PRECISION.md). mu and max|x| come from `input_stats`, run by text_encoder.quantize on
-  seeded random token ids (no text, so nothing is fitted to data).
+  all embeddings. Folding it into the bias, b' = b + E mu, cancels that part. A fine-tuned model
+  needs it: fine-tuning moves weights by less than an int8 step, and without the correction its
+  embeddings fall to cosine ~0.986 of fp32 (docs/PRECISION.md). mu comes from `input_means`, run
+  by text_encoder.quantize on seeded random token ids (no text, so nothing is fitted to data).
 - in fp32, as before: the embedding lookups, every LayerNorm, residual adds, GELU, attention
   (q k^T, softmax, the weighted sum of v: activations times activations), the biases, mean
   pooling and the L2 normalisation. So only weights-times-activations run in int8.
@@ -73,12 +64,10 @@ Contract
 - `Int8Weight.from_float(w)`: q_w, s_w and the packed GEMM operand; `w.matmul(q_x)` -> fp32
   (M, N) = (q_x q_w^T) * s_w.
 - `int8_linear(x, w, bias, per)`: x (..., K) fp32 -> (..., N) fp32, as above.
-- `smoothing(w, amax_x, alpha)` -> m (K,).
-- `Int8Linear.from_linear(lin, per, stats=None)`: an nn.Module with the quantised weight (buffers,
-  no parameters: nothing here trains); with stats = (mean_x (K,), amax_x (K,) or None) its input
-  smoothed by amax_x and its bias corrected with mean_x; `input_stats(model, run)` -> {Linear:
-  (mean input (K,), max |input| (K,))} over what `run()` feeds them; `quantize_model(model, per,
-  stats=None)` swaps every nn.Linear of a model in place and returns it.
+- `Int8Linear.from_linear(lin, per, mean_x=None)`: an nn.Module with the quantised weight (buffers,
+  no parameters: nothing here trains), its bias corrected with mean_x (K,) when given;
+  `input_means(model, run)` -> {Linear: mean input (K,)} over what `run()` feeds them;
+  `quantize_model(model, per, means=None)` swaps every nn.Linear of a model in place and returns it.
 """
 from __future__ import annotations
 
@@ -92,7 +81,6 @@ import torch.nn as nn
 QMAX = 127          # activations: symmetric int8, [-127, 127], so -q is representable for every q
 PER = ("token", "tensor")
 TINY = 1e-12        # the scale of an all-zero row: q = 0 whatever it is
-ALPHA = 0.5         # smoothing's migration strength: SmoothQuant's default, not tuned here
 ONEDNN = hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
@@ -192,31 +180,21 @@ class Int8Weight:
         return int_mm(q_x, self.packed).float().mul_(self.s_w)
 
 
-def int8_linear(x: torch.Tensor, w: Int8Weight, bias: torch.Tensor | None, per: str = "token",
-                inv_m: torch.Tensor | None = None) -> torch.Tensor:
-    """y = (q_x q_w^T) * s_w * s_x + b, q_x from x / m where smoothed: x (..., K) fp32 -> (..., N) fp32."""
+def int8_linear(x: torch.Tensor, w: Int8Weight, bias: torch.Tensor | None, per: str = "token") -> torch.Tensor:
+    """y = (q_x q_w^T) * s_w * s_x + b: x (..., K) fp32 -> (..., N) fp32."""
     shape = x.shape
     if x.numel() == 0:  # no rows (a max over nothing is undefined): an empty result of the right width
         return x.new_zeros(*shape[:-1], w.q_w.shape[0])
-    x = x.reshape(-1, shape[-1]).float()                              # (M, K)
-    q_x, s_x = quantize_rows(x if inv_m is None else x * inv_m, per)  # int8 (M, K), (M, 1)
+    q_x, s_x = quantize_rows(x.reshape(-1, shape[-1]).float(), per)   # int8 (M, K), (M, 1)
     y = w.matmul(q_x)                                                 # (q_x q_w^T) * s_w, fp32 (M, N)
     y = torch.addcmul(bias, y, s_x, out=y) if bias is not None else y.mul_(s_x)  # * s_x + b, in place
     return y.reshape(*shape[:-1], -1)
 
 
-def smoothing(w: torch.Tensor, amax_x: torch.Tensor, alpha: float = ALPHA) -> torch.Tensor:
-    """m (K,): m[k] = max|x[:, k]|^alpha / max_n |W[n, k]|^(1 - alpha); 1 where the input was never active."""
-    amax_w = w.detach().abs().amax(dim=0).double().clamp(min=TINY)
-    amax_x = amax_x.double()
-    m = amax_x.clamp(min=TINY) ** alpha / amax_w ** (1 - alpha)
-    return torch.where(amax_x > 0, m, torch.ones_like(m)).float()
-
-
 class Int8Linear(nn.Module):
     """An nn.Linear for inference with int8 weights (per output channel) and int8 activations (`per`)."""
 
-    def __init__(self, w: Int8Weight, bias: torch.Tensor | None, per: str = "token", inv_m: torch.Tensor | None = None):
+    def __init__(self, w: Int8Weight, bias: torch.Tensor | None, per: str = "token"):
         super().__init__()
         if per not in PER:
             raise ValueError(f"per must be one of {PER}, got {per!r}")
@@ -225,40 +203,32 @@ class Int8Linear(nn.Module):
         self.register_buffer("q_w", w.q_w)  # in the state dict, so in the model's fingerprint
         self.register_buffer("s_w", w.s_w)
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self.register_buffer("inv_m", inv_m)  # 1 / m (K,), or None: not smoothed
 
     @classmethod
-    def from_linear(cls, lin: nn.Linear, per: str = "token", stats: tuple | None = None) -> "Int8Linear":
-        """stats = (mean_x (K,), amax_x (K,) or None) from input_stats: the input smoothed by amax_x
-        (W m, x / m), then b' = b + (W m - s_w q_w)(mean_x / m) (bias correction)."""
-        mean_x, amax_x = stats or (None, None)
-        m = smoothing(lin.weight, amax_x) if amax_x is not None else torch.ones(lin.in_features)
-        weight = lin.weight.detach().double() * m.double()                      # W m, (N, K)
-        w = Int8Weight.from_float(weight)
+    def from_linear(cls, lin: nn.Linear, per: str = "token", mean_x: torch.Tensor | None = None) -> "Int8Linear":
+        """With mean_x (K,), the mean input: b' = b + (W - s_w q_w) mean_x (bias correction)."""
+        w = Int8Weight.from_float(lin.weight)
         bias = lin.bias
         if mean_x is not None:  # the weight's rounding error on the mean input, put back through the bias
-            error = weight - w.q_w.double() * w.s_w.double()[:, None]           # (N, K)
-            bias = (0 if bias is None else bias.detach().double()) + error @ (mean_x.double() / m.double())
-        return cls(w, bias, per, None if amax_x is None else 1 / m)
+            error = lin.weight.detach().double() - w.q_w.double() * w.s_w.double()[:, None]  # (N, K)
+            bias = (0 if bias is None else bias.detach().double()) + error @ mean_x.double()
+        return cls(w, bias, per)
 
     def forward(self, x):
-        return int8_linear(x, self.w, self.bias, self.per, self.inv_m)
+        return int8_linear(x, self.w, self.bias, self.per)
 
     def extra_repr(self):
-        smoothed = ", smoothed" if self.inv_m is not None else ""
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8, per={self.per}{smoothed}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8, per={self.per}"
 
 
-def input_stats(model: nn.Module, run) -> dict[nn.Linear, tuple[torch.Tensor, torch.Tensor]]:
-    """(mean input (K,), max |input| (K,)) of every nn.Linear of `model`, over every row it sees
-    while `run()` runs."""
-    seen: dict[nn.Linear, list] = {}
+def input_means(model: nn.Module, run) -> dict[nn.Linear, torch.Tensor]:
+    """The mean input (K,) of every nn.Linear of `model`, over every row it sees while `run()` runs."""
+    sums: dict[nn.Linear, list] = {}
 
     def add(lin, args, out):
         x = args[0].detach().reshape(-1, args[0].shape[-1]).double()  # (rows, K)
-        total = seen.setdefault(lin, [0.0, 0, torch.zeros(x.shape[1], dtype=torch.float64)])
+        total = sums.setdefault(lin, [0.0, 0])
         total[0], total[1] = total[0] + x.sum(0), total[1] + len(x)
-        total[2] = torch.maximum(total[2], x.abs().amax(0))
 
     hooks = [m.register_forward_hook(add) for m in model.modules() if isinstance(m, nn.Linear)]
     try:
@@ -267,19 +237,19 @@ def input_stats(model: nn.Module, run) -> dict[nn.Linear, tuple[torch.Tensor, to
     finally:
         for h in hooks:
             h.remove()
-    return {lin: ((s / n).float(), amax.float()) for lin, (s, n, amax) in seen.items()}
+    return {lin: (s / n).float() for lin, (s, n) in sums.items()}
 
 
-def quantize_model(model: nn.Module, per: str = "token", stats: dict | None = None) -> nn.Module:
-    """Replace every nn.Linear of `model` (in place) by an Int8Linear, smoothed and its bias corrected
-    where `stats` (input_stats) has the Linear; returns the model, in eval mode."""
+def quantize_model(model: nn.Module, per: str = "token", means: dict | None = None) -> nn.Module:
+    """Replace every nn.Linear of `model` (in place) by an Int8Linear, its bias corrected where `means`
+    (input_means) has the Linear's mean input; returns the model, in eval mode."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Linear):
             if child.weight.device.type != "cpu":
                 raise ValueError("int8 Linears run on the CPU")
-            setattr(model, name, Int8Linear.from_linear(child, per, (stats or {}).get(child)))
+            setattr(model, name, Int8Linear.from_linear(child, per, (means or {}).get(child)))
         else:
-            quantize_model(child, per, stats)
+            quantize_model(child, per, means)
     return model.eval()
 
 
@@ -287,7 +257,7 @@ def scheme() -> str:
     """What an int8 embedding depends on besides the weights, for cache keys (text_encoder.py)."""
     gemm = "oneDNN qlinear" if backend()[0] == "onednn" else "torch._int_mm"
     return (f"int8 Linear: weights per output channel in [-{weight_qmax()}, {weight_qmax()}], activations "
-            f"per token in [-{QMAX}, {QMAX}], symmetric; smoothed, alpha {ALPHA}; {gemm}")
+            f"per token in [-{QMAX}, {QMAX}], symmetric; {gemm}")
 
 
 # This file's own hash goes into an int8 encoder's fingerprint (text_encoder.py), so a change to

@@ -81,3 +81,28 @@ def test_speed_table_is_the_committed_bench_run():
         assert num(ratio) == pytest.approx(got, abs=0.005) and num(warm) == bench["warmup_s"][key], system
         if key in bench["cosine_vs_fp32"]:
             assert num(cos) == pytest.approx(bench["cosine_vs_fp32"][key]["mean"], abs=5e-6), system
+
+
+def test_smoothing_table_is_the_committed_measurements():
+    """The not-adopted smoothing against minihbt's int8: cosine, validation split and MLQA-R test
+    cells from the JSON each row's sources name."""
+    rows = table_after("**Smoothing: tried, not adopted.**")
+    assert len(rows) == 4
+    P = ROOT / "docs" / "precision"
+    for model, variant, cos, val_map, val_rd, test in rows:
+        name = "e5-small" if model.startswith("e5-small") else "hybrid-paper-s1"
+        smoothed = variant == "smoothed too"
+        c = json.loads((P / f"cosine-{name}-smoothed.json").read_text())["cosine_vs_fp32"]
+        c = c["int8_per_token" if smoothed else "int8_per_token_not_smoothed"]
+        assert cos == f"{c['passage']['mean']:.5f} / {c['query']['mean']:.5f}", (model, variant, cos)
+        v = json.loads((P / f"validation-{name}-smoothing.json").read_text())
+        s, ref = v["scores"]["int8" if smoothed else "int8_not_smoothed"]["mean"], v["scores"]["fp32"]["mean"]
+        assert num(val_map) == pytest.approx(s["map"] - ref["map"], abs=5e-5), (model, variant, val_map)
+        assert num(val_rd) == pytest.approx((s["rank_distance"] / ref["rank_distance"] - 1) * 100, abs=0.05), val_rd
+        t = json.loads((P / f"mlqa-r-{name}-int8{'-smoothed' if smoothed else ''}-vs-fp32.json").read_text())
+        maps, rd = test.split(", ")
+        for cell, part in zip(maps.split(" / "), ("mono", "cross", "multi")):
+            p = t[part]
+            want = p["mean_low"] - p["mean_fp32"] if "mean_fp32" in p else p["low"] - p["fp32"]
+            assert num(cell) == pytest.approx(want, abs=5e-5), (model, variant, part, cell)
+        assert num(rd) == pytest.approx(t["rank_distance"]["relative_diff"] * 100, abs=0.005), (model, variant, rd)

@@ -2,10 +2,9 @@
 
 --n MLQA-R candidate sentences (the seeded sample of bench/encode.py, "passage: " prefix) and --n
 MLQA-R questions ("query: ") encoded by --model (e5-small, or a checkpoint directory) in fp32,
-bf16 (autocast) and int8: minihbt's (activation scales per token, inputs smoothed, biases
-corrected), and the alternatives it was measured against (not smoothed; neither smoothed nor
-corrected; activation scales per tensor); per variant the mean, 1st percentile and minimum of the
-row-wise cosine to fp32.
+bf16 (autocast) and int8: minihbt's (activation scales per token, biases corrected), and the
+alternatives it was measured against (activation scales per tensor; no bias correction); per
+variant the mean, 1st percentile and minimum of the row-wise cosine to fp32.
 
     MINIHBT_MIRROR=../shared/data python tools/precision_cosine.py [--model DIR] [--n 500] [--out FILE]
 """
@@ -23,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minihbt.lareqa import load_lareqa  # noqa: E402
 from minihbt.quant import quantize_model  # noqa: E402
-from minihbt.text_encoder import TextEncoder, int8_stats, load_encoder, quantize  # noqa: E402
+from minihbt.text_encoder import TextEncoder, load_encoder, quantize  # noqa: E402
 
 
 def stats(c: np.ndarray) -> dict:
@@ -48,14 +47,9 @@ def main():
             "query": [quests[i] for i in np.random.default_rng(1).choice(len(quests), a.n, replace=False)]}
     te = load_encoder(a.model)
     variants = {"bf16": TextEncoder(te.model, te.tokenizer, te.prefixes, te.meta, dtype="bf16")}
-
-    def not_smoothed(model):  # bias correction only: the mean inputs, no max |input|
-        return quantize_model(model, "token", {lin: (mean, None) for lin, (mean, _) in int8_stats(model).items()})
-
     for name, model in (("int8_per_token", quantize(copy.deepcopy(te.model), "token")),
-                        ("int8_per_token_not_smoothed", not_smoothed(copy.deepcopy(te.model))),
-                        ("int8_per_token_no_bias_correction", quantize_model(copy.deepcopy(te.model), "token")),
-                        ("int8_per_tensor", quantize(copy.deepcopy(te.model), "tensor"))):
+                        ("int8_per_tensor", quantize(copy.deepcopy(te.model), "tensor")),
+                        ("int8_per_token_no_bias_correction", quantize_model(copy.deepcopy(te.model), "token"))):
         variants[name] = TextEncoder(model, te.tokenizer, te.prefixes, te.meta, dtype="int8")
     out = {"model": a.model, "model_fingerprint": te.fingerprint, "dataset": "mlqa-r", "sample": "seeded (0: candidates, 1: questions)",
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,

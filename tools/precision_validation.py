@@ -3,9 +3,11 @@
 The 10% of XQuAD-R's training groups that train.py holds out (minihbt/validation.py: the same
 split for every run, the paper's nine training languages), in its multilingual setting: each
 held-out question, in each language, ranks the pooled sentences of the held-out paragraphs.
-For fp32 and each int8 variant (minihbt's: inputs smoothed and biases corrected; biases corrected
-only), per query language the mean AP and the mean rank distance, their macro means, and int8
-minus fp32. Neither model saw these groups in training (the fine-tuned one held them out too).
+For fp32 and each int8 variant (minihbt's, biases corrected; not corrected), per query language
+the mean AP and the mean rank distance, their macro means, and int8 minus fp32. Neither model saw
+these groups in training (the fine-tuned one held them out too). The files
+docs/precision/validation-*-smoothing.json come from this script at commit 51350f0, whose int8
+also smoothed each Linear's input channels (SmoothQuant), against "int8_not_smoothed" (today's).
 
     MINIHBT_MIRROR=../shared/data python tools/precision_validation.py [--model DIR] [--out FILE]
 """
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minihbt import metrics, search  # noqa: E402
 from minihbt.jsonl_groups import training_groups  # noqa: E402
 from minihbt.quant import quantize_model  # noqa: E402
-from minihbt.text_encoder import TextEncoder, int8_stats, load_encoder, quantize  # noqa: E402
+from minihbt.text_encoder import TextEncoder, load_encoder, quantize  # noqa: E402
 from minihbt.validation import hold_out  # noqa: E402
 
 LANGS = "ar de en es hi ru th tr zh".split()
@@ -51,13 +53,10 @@ def main():
     vs = hold_out(groups, langs, 0.1)[1][0]
     te = load_encoder(a.model)
 
-    def not_smoothed(model):
-        return quantize_model(model, "token", {lin: (mean, None) for lin, (mean, _) in int8_stats(model).items()})
-
-    variants = {"fp32": te,
-                "int8": TextEncoder(quantize(copy.deepcopy(te.model)), te.tokenizer, te.prefixes, te.meta, dtype="int8"),
-                "int8_not_smoothed": TextEncoder(not_smoothed(copy.deepcopy(te.model)), te.tokenizer, te.prefixes,
-                                                 te.meta, dtype="int8")}
+    variants = {"fp32": te}
+    for name, model in (("int8", quantize(copy.deepcopy(te.model))),
+                        ("int8_no_bias_correction", quantize_model(copy.deepcopy(te.model), "token"))):
+        variants[name] = TextEncoder(model, te.tokenizer, te.prefixes, te.meta, dtype="int8")
     res = {name: scores(enc, vs) for name, enc in variants.items()}
     ref = res["fp32"]["mean"]
     diff = {name: {"map": r["mean"]["map"] - ref["map"],
