@@ -120,17 +120,19 @@ class ValidationSet:
             raise UserError("--val-fraction: the held-out split has no question in the training languages")
         return cls(sorted(queries), queries, targets, pool)
 
-    def score(self, encoder, max_len_query: int, max_len_passage: int, batch_size: int = 64) -> float:
-        """Multilingual mAP of `encoder` on this set (macro mean over query languages)."""
+    def ranks(self, encoder, max_len_query: int = 512, max_len_passage: int = 512,
+              batch_size: int = 64) -> dict[str, np.ndarray]:
+        """{query language: ranks (n_lang, len(langs)) of its questions' relevant sentences in the pool}."""
         pool = encoder.encode(self.pool, kind="passage", batch_size=batch_size, max_len=max_len_passage,
                               progress=False)
-        per_lang = []
-        for x in self.langs:
-            q = encoder.encode(self.queries[x], kind="query", batch_size=batch_size, max_len=max_len_query,
-                               progress=False)
-            ap = metrics.average_precision(search.ranks(q, pool, self.targets[x]))
-            per_lang.append(float(np.mean(ap)))
-        return float(np.mean(per_lang))
+        return {x: search.ranks(encoder.encode(self.queries[x], kind="query", batch_size=batch_size,
+                                               max_len=max_len_query, progress=False), pool, self.targets[x])
+                for x in self.langs}
+
+    def score(self, encoder, max_len_query: int, max_len_passage: int, batch_size: int = 64) -> float:
+        """Multilingual mAP of `encoder` on this set (macro mean over query languages)."""
+        ranks = self.ranks(encoder, max_len_query, max_len_passage, batch_size)
+        return float(np.mean([np.mean(metrics.average_precision(r)) for r in ranks.values()]))
 
 
 def hold_out(datasets: Mapping[str, Mapping[str, Mapping]], langs: Mapping[str, list[str]],

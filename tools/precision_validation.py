@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minihbt import metrics, search  # noqa: E402
+from minihbt import metrics  # noqa: E402
 from minihbt.jsonl_groups import training_groups  # noqa: E402
 from minihbt.quant import quantize_model  # noqa: E402
 from minihbt.text_encoder import TextEncoder, load_encoder, quantize  # noqa: E402
@@ -33,11 +33,8 @@ LANGS = "ar de en es hi ru th tr zh".split()
 
 def scores(enc, vs) -> dict:
     """{lang: (mean AP, mean rank distance)} and their macro means, on ValidationSet vs."""
-    pool = enc.encode(vs.pool, kind="passage", progress=False)
-    out = {}
-    for x in vs.langs:
-        r = search.ranks(enc.encode(vs.queries[x], kind="query", progress=False), pool, vs.targets[x])
-        out[x] = {"map": float(np.mean(metrics.average_precision(r))), "rank_distance": float(np.nanmean(metrics.rank_distance(r)))}
+    out = {x: {"map": float(np.mean(metrics.average_precision(r))), "rank_distance": float(np.nanmean(metrics.rank_distance(r)))}
+           for x, r in vs.ranks(enc).items()}
     out["mean"] = {k: float(np.mean([out[x][k] for x in vs.langs])) for k in ("map", "rank_distance")}
     return out
 
