@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minihbt import quant  # noqa: E402
 from minihbt.io.convert import model_dir  # noqa: E402
 from minihbt.lareqa import load_lareqa  # noqa: E402
 from minihbt.text_encoder import TextEncoder, cpu_has_bf16, load_encoder, quantize  # noqa: E402
@@ -272,7 +273,8 @@ def main():
               "vs_minihbt_fp32": {k: round(v / rate["minihbt_fp32"], 3) for k, v in rate.items()},
               "min_cosine_vs_fp32": min_cos, "cosine_vs_fp32": cos, "max_abs_diff_fp32": diff,
               "seconds": {k: round(v, 1) for k, v in total.items()}, "passes": passes, "warmup_s": warmup,
-              "machine": before, "keep_freed_memory": a.keep_freed_memory, "loadavg_after": os.getloadavg()}
+              "machine": before, "keep_freed_memory": a.keep_freed_memory, "loadavg_after": os.getloadavg(),
+              "int8_gemm": quant.scheme() + f" ({quant.backend()[0]})" if any("int8" in k for k in rate) else None}
     print(json.dumps(result))
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -37,22 +37,27 @@ AVX2 alone has only `vpmaddubsw`, which adds two u8 x s8 products into a saturat
 the activation goes in shifted to u8 (q_x + 128 <= 255, `onednn_mm`): 2 * 255 * 127 = 64,770
 overflows 32,767, but 2 * 255 * 63 = 32,130 does not. `backend()` finds out by multiplying the
 worst case once and comparing with the exact sum; the choice is part of `scheme()`, so of every
-int8 cache key.
+int8 cache key. (Whether the input goes in as u8 or s8 is not: both give the same exact sums.)
 
 Why this implementation (oneDNN's `qlinear_pointwise`). torch's CPU build carries oneDNN's int8
 GEMM as `torch.ops.onednn.qlinear_pointwise` (what inductor emits for quantised Linears): u8
 activations with a zero point (128 here, so the integers are the symmetric ones), an int8 weight
 packed once with per-channel scales, fp32 out, so s_w costs nothing and only s_x and b are one
-pass after it. The input is u8 and not int8 because oneDNN runs int8 inputs through its
+pass after it. The input is u8, not int8, because oneDNN runs int8 inputs through its
 reference kernel on AVX512-VNNI CPUs without AMX (8 s for one 640 x 384 x 1536 product, where
-u8 takes ~8 ms); on AVX2 both take its jit GEMM. Measured on e5-small's shapes and
+u8 takes ~8 ms); on AVX2 both take its jit GEMM. Where oneDNN has AMX, which multiplies s8 x s8,
+the input is int8 instead: there oneDNN's u8 kernel turns the shifted sum sum_k (q_x + 128) q_w
+into fp32 before it takes away the zero point's share, so it rounds sums past 2^24 (weight rows
+with a large sum, K = 3072), and s8 is also faster (no shift, no share to take away); only tiny
+products (M x N <= 256 outputs; an encoder's Linears have N >= 384) run the reference kernel then.
+Measured on e5-small's shapes and
 the alternatives (docs/PRECISION.md): `torch._int_mm` (the first version's) was >10x faster than
 fp32 on a VNNI CPU but ~40x slower on AVX2 alone (a reference kernel); `torch.ao` dynamic quantisation
 (deprecated for torchao) scales activations per tensor only; weight-only int8
 (`_weight_int8pack_mm`) is slower than fp32 on CPU; torchao would be a new dependency. A torch
 built without oneDNN, or whose oneDNN sums neither range exactly, multiplies the same integers
 with `torch._int_mm` (or an int32 `torch.mm` where that refuses the shape): exact, but slower.
-The oneDNN call is wrapped as an op of our own (`torch.ops.minihbt.onednn_u8_mm`), so that
+The oneDNN call is wrapped as an op of our own (`torch.ops.minihbt.onednn_mm`), so that
 torch.compile (eval.py --compile) keeps it whole and fuses the per-token quantisation, GELU and
 LayerNorm around it.
 
@@ -60,7 +65,7 @@ Contract
 - `quantize_weight(w, qmax)` -> (q_w int8 (N, K), s_w fp32 (N,)).
 - `quantize_rows(x, per)` -> (q_x int8 (M, K), s_x fp32 (M, 1)); per "token" (a scale per row) or
   "tensor" (one scale for all rows, broadcast to (M, 1)).
-- `backend()` -> ("onednn" | "int_mm", Q_W), probed once; `weight_qmax()` -> Q_W.
+- `backend()` -> ("onednn_s8" | "onednn_u8" | "int_mm", Q_W), probed once; `weight_qmax()` -> Q_W.
 - `Int8Weight.from_float(w)`: q_w, s_w and the packed GEMM operand; `w.matmul(q_x)` -> fp32
   (M, N) = (q_x q_w^T) * s_w.
 - `int8_linear(x, w, bias, per)`: x (..., K) fp32 -> (..., N) fp32, as above.
@@ -73,6 +78,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -112,46 +118,66 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.mm(a.to(torch.int32), b.to(torch.int32))
 
 
-def onednn_mm(q_x: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
+def onednn_mm(q_x: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor, u8: bool = True) -> torch.Tensor:
     """oneDNN's int8 GEMM: q_x int8 (M, K), a weight packed by qlinear_prepack -> (q_x q_w^T) * s_w,
-    fp32 (M, N). oneDNN gets q_x as unsigned bytes u = q_x + 128 with zero point 128, so it
-    computes sum_k (u - 128) q_w, the same integers: before AMX its fast int8 kernels take u8
+    fp32 (M, N). With u8, oneDNN gets q_x as unsigned bytes u = q_x + 128 with zero point 128, so
+    it computes sum_k (u - 128) q_w, the same integers: without AMX its fast int8 kernels take u8
     inputs (an int8 input on an AVX512-VNNI CPU runs its reference kernel, ~360x the fp32 GEMM).
-    q_x + 128 is q_x's bytes with the sign bit flipped (two's complement), one pass over bytes."""
-    u = torch.bitwise_xor(q_x.view(torch.uint8), 128)  # uint8 (M, K), q_x + 128 in [1, 255]
-    return torch.ops.minihbt.onednn_u8_mm(u, packed, s_w)
+    q_x + 128 is q_x's bytes with the sign bit flipped (two's complement), one pass over bytes.
+    Without u8 (AMX, which multiplies s8 x s8), q_x goes in as it is, zero point 0."""
+    if u8:
+        q_x = torch.bitwise_xor(q_x.view(torch.uint8), 128)  # uint8 (M, K), q_x + 128 in [1, 255]
+    return torch.ops.minihbt.onednn_mm(q_x, packed, s_w)
 
 
 if ONEDNN:
     # The GEMM as one op of our own: eager runs it as it is, and torch.compile (TextEncoder.compile)
     # calls it as an opaque kernel and fuses what is around it (the quantisation, GELU, LayerNorm);
     # inductor cannot lower qlinear_pointwise with an eagerly packed weight itself.
-    @torch.library.custom_op("minihbt::onednn_u8_mm", mutates_args=())
-    def onednn_u8_mm(u: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
-        """u uint8 (M, K) = q_x + 128, packed q_w, s_w fp32 (N,) -> (q_x q_w^T) * s_w, fp32 (M, N)."""
+    @torch.library.custom_op("minihbt::onednn_mm", mutates_args=())
+    def onednn_mm_op(x: torch.Tensor, packed: torch.Tensor, s_w: torch.Tensor) -> torch.Tensor:
+        """x uint8 (M, K) = q_x + 128 or int8 q_x, packed q_w, s_w fp32 (N,) -> (q_x q_w^T) * s_w, fp32 (M, N)."""
+        zero_point = 128 if x.dtype == torch.uint8 else 0
         zero = torch.zeros(len(s_w), dtype=torch.long)
-        return torch.ops.onednn.qlinear_pointwise(u, 1.0, 128, packed, s_w, zero, None, 1.0, 0, torch.float32,
-                                                  "none", [], "")
+        return torch.ops.onednn.qlinear_pointwise(x, 1.0, zero_point, packed, s_w, zero, None, 1.0, 0,
+                                                  torch.float32, "none", [], "")
 
-    @onednn_u8_mm.register_fake
-    def _(u, packed, s_w):  # what torch.compile traces with: the result's shape and dtype
-        return u.new_empty((u.shape[0], s_w.shape[0]), dtype=torch.float32)
+    @onednn_mm_op.register_fake
+    def _(x, packed, s_w):  # what torch.compile traces with: the result's shape and dtype
+        return x.new_empty((x.shape[0], s_w.shape[0]), dtype=torch.float32)
+
+
+def onednn_has_amx() -> bool:
+    """Whether oneDNN may use AMX here: the CPU has AMX tiles (torch's cpuinfo) and ONEDNN_MAX_CPU_ISA
+    (or its old name DNNL_MAX_CPU_ISA) does not cap oneDNN below an AMX ISA."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    tiles = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return bool(tiles) and (cap == "ALL" or "AMX" in cap)
+
+
+def exact_at_the_extremes(gemm: str, qmax: int) -> bool:
+    """Whether `gemm` sums exactly with weights in [-qmax, qmax]: K = 3072 (the widest input of the
+    supported models), N = 384 (the narrowest output), rows of +-127 against rows of +-qmax (int16
+    saturation, sums past 2^24) and seeded random rows, against the int64 sums."""
+    g = torch.Generator().manual_seed(0)
+    q_x = torch.randint(-QMAX, QMAX + 1, (8, 3072), generator=g, dtype=torch.int8)
+    q_w = torch.randint(-qmax, qmax + 1, (384, 3072), generator=g, dtype=torch.int8)
+    q_x[0], q_x[1], q_w[0], q_w[1] = QMAX, -QMAX, qmax, -qmax
+    got = onednn_mm(q_x, torch.ops.onednn.qlinear_prepack(q_w, None), torch.ones(384), u8=gemm == "onednn_u8")
+    return torch.equal(got.double(), (q_x.long() @ q_w.long().t()).double())
 
 
 @functools.cache
 def backend() -> tuple[str, int]:
-    """(GEMM, Q_W): oneDNN with the widest weight range whose worst case it sums exactly (127 with
-    VNNI, 63 on AVX2 alone), else torch._int_mm, exact whatever the CPU.
-
-    The worst case: every activation +127 (oneDNN's u8 255) against weights of +-Q_W, K = 64."""
+    """(GEMM, Q_W): the first of these that sums exactly at the extremes, else torch._int_mm (exact
+    whatever the CPU, but slower): oneDNN with s8 inputs where it has AMX (its u8 path with a zero
+    point rounds sums past 2^24 there), oneDNN with u8 inputs and 8-bit weights (VNNI), with 7-bit
+    weights (AVX2 alone)."""
     if ONEDNN:
-        q_x = torch.full((4, 64), QMAX, dtype=torch.int8)
-        for qmax in (QMAX, 63):
-            q_w = torch.full((8, 64), qmax, dtype=torch.int8)
-            q_w[1::2] = -qmax
-            got = onednn_mm(q_x, torch.ops.onednn.qlinear_prepack(q_w, None), torch.ones(8))
-            if torch.equal(got, (q_x.long() @ q_w.long().t()).float()):
-                return "onednn", qmax
+        for gemm, qmax in ([("onednn_s8", QMAX)] if onednn_has_amx() else []) + [("onednn_u8", QMAX),
+                                                                               ("onednn_u8", 63)]:
+            if exact_at_the_extremes(gemm, qmax):
+                return gemm, qmax
     return "int_mm", QMAX
 
 
@@ -166,7 +192,8 @@ class Int8Weight:
 
     def __init__(self, q_w: torch.Tensor, s_w: torch.Tensor):
         self.q_w, self.s_w = q_w.contiguous(), s_w.float().contiguous()
-        self.onednn = backend()[0] == "onednn"  # decided here, not per call (torch.compile traces matmul)
+        self.gemm = backend()[0]  # decided here, not per call (torch.compile traces matmul)
+        self.onednn = self.gemm != "int_mm"
         self.packed = torch.ops.onednn.qlinear_prepack(self.q_w, None) if self.onednn else self.q_w.t().contiguous()
 
     @classmethod
@@ -176,7 +203,7 @@ class Int8Weight:
     def matmul(self, q_x: torch.Tensor) -> torch.Tensor:
         """q_x int8 (M, K) -> (q_x q_w^T) * s_w, fp32 (M, N): the sums exact, then one fp32 rounding."""
         if self.onednn:
-            return onednn_mm(q_x, self.packed, self.s_w)
+            return onednn_mm(q_x, self.packed, self.s_w, u8=self.gemm == "onednn_u8")
         return int_mm(q_x, self.packed).float().mul_(self.s_w)
 
 
@@ -255,7 +282,7 @@ def quantize_model(model: nn.Module, per: str = "token", means: dict | None = No
 
 def scheme() -> str:
     """What an int8 embedding depends on besides the weights, for cache keys (text_encoder.py)."""
-    gemm = "oneDNN qlinear" if backend()[0] == "onednn" else "torch._int_mm"
+    gemm = "torch._int_mm" if backend()[0] == "int_mm" else "oneDNN qlinear"  # s8 or u8: the same sums
     return (f"int8 Linear: weights per output channel in [-{weight_qmax()}, {weight_qmax()}], activations "
             f"per token in [-{QMAX}, {QMAX}], symmetric; {gemm}")
 

@@ -94,7 +94,7 @@ class TextEncoder:
 
     def compile(self) -> "TextEncoder":
         """encode through torch.compile(embed) with inductor's freezing (module docstring); returns self."""
-        if self.dtype == "int8" and quant.backend()[0] != "onednn":
+        if self.dtype == "int8" and quant.backend()[0] == "int_mm":
             raise UserError("--compile with --dtype int8 needs torch's oneDNN int8 GEMM, which this torch "
                             "lacks (or cannot sum exactly here); compile fp32 or bf16")
         self._embed = torch.compile(self.model.embed, dynamic=True, options={"freezing": True})

@@ -220,22 +220,45 @@ def test_int8_e5_small_embeddings_are_close_to_fp32_on_real_text(e5_dir):
     assert cos.min() >= 0.997 and cos.mean() >= 0.9985, (cos.min(), cos.mean())
 
 
-def test_the_int8_gemm_is_never_onednns_reference_kernel():
+@pytest.mark.parametrize("cap", [None, "AVX512_CORE_VNNI", "AVX2"])
+def test_the_int8_gemm_is_exact_and_never_onednns_reference_kernel(cap):
     """oneDNN runs an int8 (s8) input through `ref_int8`, a reference loop ~360x slower than fp32,
-    on AVX512-VNNI CPUs without AMX; quant feeds it u8. Checked in oneDNN's own log of the product
-    (a subprocess: ONEDNN_VERBOSE is read once per process), on whatever ISA this CPU has."""
+    on AVX512-VNNI CPUs without AMX, so quant feeds it u8 there and s8 only where oneDNN has AMX.
+    Checked in oneDNN's own log of the product (a subprocess: ONEDNN_VERBOSE and ONEDNN_MAX_CPU_ISA
+    are read once per process) on this CPU's ISA, and with oneDNN capped below it (as a CPU without
+    AMX, or without VNNI, would run), each time with the probe's choice exact at the extremes. The
+    products: the probe's own and e5-small's shapes, from one token (M = 1, the smallest an encoder
+    makes) up; s8 runs oneDNN's reference kernel on AMX too when M x N <= 256."""
     import os
     import subprocess
     import sys
     code = ("import torch; from minihbt import quant\n"
-            "if quant.backend()[0] == 'onednn':\n"
-            "    w = quant.Int8Weight.from_float(torch.randn(64, 96))\n"
-            "    quant.int8_linear(torch.randn(8, 96), w, None)\n"
-            "print('backend', quant.backend()[0])\n")
-    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
+            "gemm, qmax = quant.backend()\n"
+            "for m, k, n in ((1, 384, 384), (64, 384, 1536), (64, 1536, 384)) if gemm != 'int_mm' else ():\n"
+            "    quant.int8_linear(torch.randn(m, k), quant.Int8Weight.from_float(torch.randn(n, k)), None)\n"
+            "print('backend', gemm, qmax, quant.onednn_has_amx(), quant.exact_at_the_extremes(gemm, qmax))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    env = {**env, "ONEDNN_VERBOSE": "1", **({"ONEDNN_MAX_CPU_ISA": cap} if cap else {})}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    if "backend onednn" not in out:
-        pytest.skip("torch without oneDNN's int8 GEMM: torch._int_mm multiplies")
+    gemm, qmax, amx, exact = next(line for line in out.splitlines() if line.startswith("backend ")).split()[1:]
+    if gemm == "int_mm":
+        pytest.skip("torch without oneDNN's int8 GEMM (or none exact here): torch._int_mm multiplies")
+    assert exact == "True" and gemm == ("onednn_s8" if amx == "True" else "onednn_u8"), out[-400:]
+    assert cap is None or amx == "False"  # a cap below AMX is seen
     matmuls = [line for line in out.splitlines() if ",exec,cpu,matmul," in line or ",exec,cpu,inner_product," in line]
     assert matmuls, "oneDNN's log shows no product: ONEDNN_VERBOSE did not take"
     assert not [line for line in matmuls if line.split(",")[6].startswith("ref")], matmuls  # the implementation
+
+
+def test_onednn_has_amx_reads_the_cpu_and_onednns_isa_cap(monkeypatch):
+    """AMX counts only where the CPU has tiles and ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) allows an AMX ISA."""
+    for tiles, cap, old, want in ((True, None, None, True), (True, "ALL", None, True), (True, "avx10_1_512_amx", None, True),
+                                  (True, "AVX512_CORE_VNNI", None, False), (True, None, "AVX2", False),
+                                  (False, None, None, False), (False, "ALL", None, False)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda tiles=tiles: tiles)
+        for name, value in (("ONEDNN_MAX_CPU_ISA", cap), ("DNNL_MAX_CPU_ISA", old)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        assert quant.onednn_has_amx() == want, (tiles, cap, old)

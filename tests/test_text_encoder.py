@@ -175,9 +175,9 @@ def test_compiled_encode_equals_eager_and_has_its_own_fingerprint(tmp_path):
     assert te.fingerprint == eager.fingerprint  # the flag alone, not a changed model, made the difference
 
 
-@pytest.mark.skipif(quant.backend()[0] != "onednn", reason="int8 --compile needs torch's oneDNN int8 GEMM")
+@pytest.mark.skipif(quant.backend()[0] == "int_mm", reason="int8 --compile needs torch's oneDNN int8 GEMM")
 def test_compiled_int8_equals_eager_int8(monkeypatch):
-    """--dtype int8 --compile: the oneDNN GEMM is one opaque op (torch.ops.minihbt.onednn_u8_mm) that
+    """--dtype int8 --compile: the oneDNN GEMM is one opaque op (torch.ops.minihbt.onednn_mm) that
     inductor calls as it is, fusing the quantisation around it, so the integers are eager's and the
     embeddings equal eager int8's to fp32 rounding; a torch without that GEMM is refused in one line."""
     from torch._dynamo.utils import counters
