@@ -12,7 +12,8 @@ What is quantised (and what is not)
   The integer sum is exact (|q| <= 127, K <= 3072: at most 127^2 * 3072 < 2^26), so the errors
   are the two roundings to int8 and the sum's final rounding to fp32; `round` is torch's (half to
   even); an all-zero row gets a tiny positive scale and q = 0. `int8_linear` below is that
-  formula, line for line.
+  formula, line for line. Exact sums do not make int8 bit-reproducible across CPUs or batches: a
+  last-bit change of x (another summation order upstream) can move it across a rounding boundary.
 - bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2): the weight's
   rounding E = W - s_w q_w is the same for every input, so on inputs with a large common part
   (every token's mean input mu) it adds the same error E mu to every output: a shift shared by

@@ -14,10 +14,10 @@ BOUNDS = {"mAP": 0.003, "rank distance": 0.01, "TyDi": 0.003, "SIB-200": 0.005, 
 
 def table_after(heading: str) -> list[list[str]]:
     """The rows (cells stripped) of the first table after `heading`."""
-    text = DOC.read_text().split(heading, 1)[1]
-    lines = [line for line in text.split("\n\n| ", 1)[1].splitlines()]
+    lines = DOC.read_text().split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
     rows = []
-    for line in ["| " + lines[0]] + lines[1:]:
+    for line in lines[start:]:
         if not line.startswith("|"):
             break
         rows.append([c.strip() for c in line.strip("|").split("|")])
@@ -28,9 +28,11 @@ def num(cell: str) -> float:
     return float(cell.replace("*", "").replace("−", "-").replace("%", "").strip().split(" ")[0].split("±")[0])
 
 
-def test_quality_table_is_the_committed_comparisons():
-    rows = table_after("## Quality on the evaluations")
-    assert len(rows) >= 14
+@pytest.mark.parametrize("heading, least", [("## Quality on the evaluations", 14), ("**bf16 on the evaluations.**", 7)])
+def test_quality_table_is_the_committed_comparisons(heading, least):
+    """The int8 and the bf16 table: every cell and verdict from the -vs-fp32 JSON its row links."""
+    rows = table_after(heading)
+    assert len(rows) >= least
     diff_file = None
     for model, task, fp32, low, diff, bound, files in rows:
         link = re.search(r"\[diff\]\((precision/[^)]+)\)", files)
@@ -115,3 +117,47 @@ def test_smoothing_table_is_the_committed_measurements():
             want = p["mean_low"] - p["mean_fp32"] if "mean_fp32" in p else p["low"] - p["fp32"]
             assert num(cell) == pytest.approx(want, abs=5e-5), (model, variant, part, cell)
         assert num(rd) == pytest.approx(t["rank_distance"]["relative_diff"] * 100, abs=0.005), (model, variant, rd)
+
+
+def test_quality_tables_are_what_the_generator_writes():
+    """tools/precision_table.py --check: the tables between its markers are its output of the JSON."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "precision_table.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_reproducibility_table_is_the_committed_runs():
+    """Each row: A - B of two committed MLQA-R results, mono (mean of languages), cross (mean of
+    pairs), multi mAP and rank distance relative to B; "0 (identical)" only where they are equal."""
+    rows = table_after("**int8 reproduces only to within its own rounding noise.**")
+    assert len(rows) == 7
+    for label, mono, cross, multi, rd, files in rows:
+        a, b = (json.loads((ROOT / "docs" / f).read_text()) for f in re.findall(r"\]\(([^)]+)\)", files))
+        if mono == "0 (identical)":
+            assert a["map"] == b["map"] and a["rank_distance"]["mean"] == b["rank_distance"]["mean"], label
+            continue
+        for cell, part, key in ((mono, "mono", "per_lang"), (cross, "cross", "per_pair")):
+            va, vb = list(a["map"][part][key].values()), list(b["map"][part][key].values())
+            assert num(cell) == pytest.approx(sum(va) / len(va) - sum(vb) / len(vb), abs=5e-5), (label, part)
+        assert num(multi) == pytest.approx(a["map"]["multi"]["mean"] - b["map"]["multi"]["mean"], abs=5e-5), label
+        want = (a["rank_distance"]["mean"] / b["rank_distance"]["mean"] - 1) * 100
+        assert num(rd) == pytest.approx(want, abs=0.005), label
+
+
+def test_stability_table_is_the_committed_measurement():
+    """tools/precision_stability.py's JSON, each dtype's row: 1 - cos to fp32, batch 64 vs 7, one ulp."""
+    rows = table_after("(precision/stability-e5-small.json)")
+    data = json.loads((ROOT / "docs" / "precision" / "stability-e5-small.json").read_text())["dtypes"]
+    assert [r[0] for r in rows] == list(data) and "int8" in data
+    for dtype, to_fp32, batch, ulp, coord in rows:
+        d = data[dtype]
+        for cell, key in zip(coord.split(" / "), ("batch_64_vs_7", "one_ulp")):
+            assert float(cell) == pytest.approx(d[key]["max_abs"], rel=0.05), (dtype, key)
+        if dtype != "fp32":
+            assert float(to_fp32) == pytest.approx(d["to_fp32"]["one_minus_cos_mean"], rel=0.05), dtype
+        for cell, key in ((batch, "batch_64_vs_7"), (ulp, "one_ulp")):
+            mean, worst = (float(x) for x in cell.split(" / "))
+            assert mean == pytest.approx(d[key]["one_minus_cos_mean"], rel=0.05, abs=1e-9), (dtype, key)
+            assert worst == pytest.approx(d[key]["one_minus_cos_max"], rel=0.05, abs=1e-9), (dtype, key)
