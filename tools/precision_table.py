@@ -1,5 +1,6 @@
-"""docs/PRECISION.md's quality tables (low precision against fp32 on the issue's bounds), built from
-the committed comparisons that tools/precision_compare.py wrote, docs/precision/<task>-<run>-<dtype>-vs-fp32.json.
+"""docs/PRECISION.md's generated tables: quality (low precision against fp32 on the issue's bounds, from
+the comparisons tools/precision_compare.py wrote, docs/precision/<task>-<run>-<dtype>-vs-fp32.json),
+reproducibility and stability, all from committed JSON.
 
 One table per marker pair in PRECISION.md, `<!-- precision_table.py: NAME begins -->` ... `ends -->`,
 where NAME is a key of TABLES (which dtype, and which runs under which label), "reproducibility"
