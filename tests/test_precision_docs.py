@@ -1,6 +1,6 @@
-"""docs/PRECISION.md's quality and speed tables against the committed JSON they cite, recomputed
-here without minihbt: every fp32 / int8 / difference / interval cell, every verdict on the
-bounds, and the bench table's texts/s and ratios."""
+"""docs/PRECISION.md's quality, speed and profile tables against the committed JSON they cite,
+recomputed here without minihbt: every fp32 / int8 / difference / interval cell, every verdict on
+the bounds, the bench tables' texts/s and ratios, and the profile's parts and ceilings."""
 import json
 import re
 from pathlib import Path
@@ -28,7 +28,7 @@ def num(cell: str) -> float:
     return float(cell.replace("*", "").replace("−", "-").replace("%", "").strip().split(" ")[0].split("±")[0])
 
 
-@pytest.mark.parametrize("heading, count", [("## Quality on the evaluations", 21), ("**bf16 on the evaluations.**", 14)])
+@pytest.mark.parametrize("heading, count", [("## Quality on the evaluations", 28), ("**bf16 on the evaluations.**", 14)])
 def test_quality_table_is_the_committed_comparisons(heading, count):
     """The int8 and the bf16 table: every cell and verdict from the -vs-fp32 JSON its row links; every
     row there (7 per model: a comparison left uncommitted would drop its rows)."""
@@ -71,7 +71,8 @@ SPEED_HEADER = "| system | texts/s | vs minihbt fp32 | warm-up (s) | cosine to f
 
 def test_speed_tables_are_the_committed_bench_runs():
     """Every table of that form under "## Speed" (one per CPU kind) against the bench JSON that the
-    text above it links last: texts/s, the ratio to minihbt fp32, the warm-up and the mean cosine."""
+    text above it links last: a row for each system the run measured, and for each its texts/s, the
+    ratio to minihbt fp32, the warm-up and the mean cosine."""
     section = DOC.read_text().split("## Speed", 1)[1].split("\n## ", 1)[0]
     names = {"minihbt fp32": "minihbt_fp32", "minihbt int8 (": "minihbt_int8",
              "minihbt int8, `--compile`": "minihbt_int8_inductor", "minihbt bf16 (": "minihbt_bf16",
@@ -79,15 +80,15 @@ def test_speed_tables_are_the_committed_bench_runs():
              "ONNX Runtime fp32": "onnxruntime_fp32", "ONNX Runtime int8": "onnxruntime_int8",
              "OpenVINO fp32": "openvino_fp32", "OpenVINO, ONNX": "openvino_int8"}
     blocks = section.split(SPEED_HEADER)
-    assert len(blocks) >= 3, "the AVX512-VNNI and the AMX tables"
+    assert len(blocks) >= 4, "the AVX512-VNNI, the AMX and the AVX2 tables"
     for before, table in zip(blocks, blocks[1:]):
         source = re.findall(r"\[precision/(bench-encode-[^)]+\.json)\]", before)[-1]
         bench = json.loads((ROOT / "docs" / "precision" / source).read_text())
         lines = table.strip().split("\n\n", 1)[0].splitlines()[1:]  # the table's own rows, rule left out
         rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-        assert len(rows) == len(names), source
-        for system, rate, ratio, warm, cos in rows:
-            key = next(v for k, v in names.items() if system.replace("*", "").startswith(k))
+        keys = [next(v for k, v in names.items() if row[0].replace("*", "").startswith(k)) for row in rows]
+        assert sorted(keys) == sorted(bench["texts_per_s"]), source  # every system measured, once
+        for key, (system, rate, ratio, warm, cos) in zip(keys, rows):
             assert num(rate) == pytest.approx(bench["texts_per_s"][key], abs=0.005), (source, system)
             got = bench["texts_per_s"][key] / bench["texts_per_s"]["minihbt_fp32"]
             assert num(ratio) == pytest.approx(got, abs=0.005) and num(warm) == bench["warmup_s"][key], (source, system)
@@ -133,7 +134,7 @@ def test_reproducibility_table_is_the_committed_runs():
     """Each row: A - B of two committed MLQA-R results, mono (mean of languages), cross (mean of
     pairs), multi mAP and rank distance relative to B; "0 (identical)" only where they are equal."""
     rows = table_after("**int8 reproduces only to within its own rounding noise.**")
-    assert len(rows) == 7
+    assert len(rows) == 9
     for label, mono, cross, multi, rd, files in rows:
         a, b = (json.loads((ROOT / "docs" / f).read_text()) for f in re.findall(r"\]\(([^)]+)\)", files))
         if mono == "0 (identical)":
@@ -162,3 +163,36 @@ def test_stability_table_is_the_committed_measurement():
             mean, worst = (float(x) for x in cell.split(" / "))
             assert mean == pytest.approx(d[key]["one_minus_cos_mean"], rel=0.05, abs=1e-9), (dtype, key)
             assert worst == pytest.approx(d[key]["one_minus_cos_max"], rel=0.05, abs=1e-9), (dtype, key)
+
+
+PARTS = {"Linear: the GEMM": "linear_gemm", "Linear: the rest": "linear_rest", "attention": "attention",
+         "GELU": "gelu", "LayerNorm": "layer_norm", "residual add": "residual_add", "other": "other"}
+
+
+def test_profile_tables_are_the_committed_measurement():
+    """bench/encode_profile.py's JSON: each part's seconds and share of the profiled total per dtype,
+    then the measured speed-up and the ceilings, recomputed from the parts (Amdahl: the fp32 time with
+    its Linears replaced by int8's GEMM, by half their time, by nothing)."""
+    heading = "**Where the time goes on the AVX2-only CPU.**"
+    source = re.search(r"\[precision/(profile-encode-[^)]+\.json)\]", DOC.read_text().split(heading, 1)[1]).group(1)
+    data = json.loads((ROOT / "docs" / "precision" / source).read_text())["dtypes"]
+    rows = table_after(heading)
+    assert [next((k for k in PARTS if r[0].startswith(k)), r[0]) for r in rows] == [*PARTS, "total (profiled)"]
+    for label, fp32_s, fp32_share, int8_s, int8_share in rows:
+        if label.replace("*", "").startswith("total"):
+            want = {d: sum(data[d]["profile_s"].values()) for d in ("fp32", "int8")}
+            assert num(fp32_s) == pytest.approx(want["fp32"], abs=0.005) and num(int8_s) == pytest.approx(want["int8"], abs=0.005)
+            continue
+        key = next(v for k, v in PARTS.items() if label.startswith(k))
+        for dtype, s, share in (("fp32", fp32_s, fp32_share), ("int8", int8_s, int8_share)):
+            parts = data[dtype]["profile_s"]
+            assert num(s) == pytest.approx(parts[key], abs=0.005), (label, dtype)
+            assert num(share) == pytest.approx(100 * parts[key] / sum(parts.values()), abs=0.05), (label, dtype)
+    f, q = data["fp32"]["profile_s"], data["int8"]["profile_s"]
+    t, linear = sum(f.values()), f["linear_gemm"] + f["linear_rest"]
+    (speed_up, measured, gemm, free_quant, gemm_2x, free_linears), = table_after("**The ceiling on the AVX2-only CPU.**")
+    assert speed_up == "int8 / fp32"
+    assert num(measured) == pytest.approx(data["fp32"]["wall_s"] / data["int8"]["wall_s"], abs=0.005)
+    for cell, want in ((gemm, linear / q["linear_gemm"]), (free_quant, t / (t - linear + q["linear_gemm"])),
+                       (gemm_2x, t / (t - linear + linear / 2)), (free_linears, t / (t - linear))):
+        assert num(cell) == pytest.approx(want, abs=0.005), (cell, want)

@@ -1,11 +1,14 @@
 """docs/PRECISION.md's generated tables: quality (low precision against fp32 on the issue's bounds, from
 the comparisons tools/precision_compare.py wrote, docs/precision/<task>-<run>-<dtype>-vs-fp32.json),
-reproducibility and stability, all from committed JSON.
+reproducibility, stability and the AVX2 CPU's profile of where encoding time goes, all from
+committed JSON.
 
 One table per marker pair in PRECISION.md, `<!-- precision_table.py: NAME begins -->` ... `ends -->`,
 where NAME is a key of TABLES (which dtype, and which runs under which label), "reproducibility"
-(the same model's MLQA-R means from two runs, A - B, for each pair in REPRODUCIBILITY) or
-"stability" (tools/precision_stability.py's stability-e5-small.json). Each row is one
+(the same model's MLQA-R means from two runs, A - B, for each pair in REPRODUCIBILITY),
+"stability" (tools/precision_stability.py's stability-e5-small.json) or "profile"
+(bench/encode_profile.py's profile-encode-avx2.json: seconds per part of fp32 and int8 encoding,
+then the speed-up and its Amdahl ceilings). In a quality table each row is one
 headline number: MLQA-R's mono / cross / multi mAP means and rank distance, TyDi QA MRR@10,
 SIB-200 and XNLI accuracy (with the paired test-row 95% interval the comparison carries), and
 its verdict on the bound (mAP 0.003, rank distance 1% of fp32, TyDi 0.003, SIB-200 / XNLI 0.005).
@@ -24,7 +27,8 @@ DOC, DATA = ROOT / "docs" / "PRECISION.md", ROOT / "docs" / "precision"
 # table name -> (dtype, [(run name in the file names, label in the table)])
 TABLES = {
     "int8": ("int8", [("e5-small", "e5-small as released"), ("hybrid-paper-s1", "hybrid"),
-                      ("hybrid-paper-s1-amx", "hybrid (retrained on the AMX CPU)")]),
+                      ("hybrid-paper-s1-amx", "hybrid (retrained on the AMX CPU)"),
+                      ("e5-small-avx2", "e5-small as released, 7-bit weights (AVX2-only CPU)")]),
     "bf16": ("bf16", [("e5-small", "e5-small as released"), ("hybrid-paper-s1-amx", "hybrid (retrained on the AMX CPU)")]),
 }
 # the reproducibility table: (what is compared, result A, result B), each an eval.py MLQA-R JSON; A - B
@@ -38,6 +42,10 @@ REPRODUCIBILITY = [
     ("int8 − fp32 on the AVX512-VNNI CPU (the int8 table)", "precision/mlqa-r-e5-small-int8.json",
      "results/mlqa-r__zero-shot.json"),
     ("int8 − fp32 on the AMX CPU", "precision/mlqa-r-e5-small-int8-amx.json", "precision/mlqa-r-e5-small-fp32-amx.json"),
+    ("fp32: the AVX2-only CPU − the committed run", "precision/mlqa-r-e5-small-fp32-avx2.json",
+     "results/mlqa-r__zero-shot.json"),
+    ("int8: the AVX2-only CPU (7-bit weights) − the AVX512-VNNI CPU (8-bit)",
+     "precision/mlqa-r-e5-small-avx2-int8.json", "precision/mlqa-r-e5-small-int8.json"),
     ("hybrid, fp32: retrained and evaluated on the AMX CPU − the committed run",
      "precision/mlqa-r-hybrid-paper-s1-amx-fp32.json", "results/mlqa-r__xquad-r-hybrid-paper-s1.json"),
     ("hybrid, int8: the AMX CPU (retrained) − the AVX512-VNNI CPU", "precision/mlqa-r-hybrid-paper-s1-amx-int8.json",
@@ -135,13 +143,41 @@ def stability() -> str:
     return "\n".join(out)
 
 
+PROFILE = (("linear_gemm", "Linear: the GEMM (fp32: `addmm` with its bias; int8: the integer product and s_w)"),
+           ("linear_rest", "Linear: the rest (int8: quantising each token, s_x and the bias)"),
+           ("attention", "attention (SDPA)"), ("gelu", "GELU"), ("layer_norm", "LayerNorm"),
+           ("residual_add", "residual add"), ("other", "other (embeddings, pooling, L2 norm)"))
+
+
+def profile() -> str:
+    """bench/encode_profile.py's split of fp32 and int8 encoding, then the speed-up and its ceilings."""
+    path = DATA / "profile-encode-avx2.json"
+    if not path.is_file():
+        return ""
+    d = json.loads(path.read_text())["dtypes"]
+    f, q = d["fp32"]["profile_s"], d["int8"]["profile_s"]
+    tf, tq = sum(f.values()), sum(q.values())
+    out = ["| part | fp32 (s) | fp32 (%) | int8 (s) | int8 (%) |", "|---|---|---|---|---|"]
+    out += [f"| {label} | {f[k]:.2f} | {100 * f[k] / tf:.1f} | {q[k]:.2f} | {100 * q[k] / tq:.1f} |" for k, label in PROFILE]
+    out.append(f"| total (profiled) | {tf:.2f} | 100 | {tq:.2f} | 100 |")
+    linear = f["linear_gemm"] + f["linear_rest"]
+    ceilings = [d["fp32"]["wall_s"] / d["int8"]["wall_s"], linear / q["linear_gemm"],
+                tf / (tf - linear + q["linear_gemm"]), tf / (tf - linear + linear / 2), tf / (tf - linear)]
+    out += ["", "**The ceiling on the AVX2-only CPU.** Speed-ups over fp32 (x), from the parts above:", "",
+            "| speed-up | measured (wall, no profiler) | the GEMM alone | int8, quantisation free | "
+            "int8, GEMM at 2x fp32's, quantisation free | Linears free |", "|---|---|---|---|---|---|",
+            "| int8 / fp32 | " + " | ".join(f"{c:.2f}" for c in ceilings) + " |"]
+    return "\n".join(out)
+
+
 def rebuilt(text: str) -> str:
-    for name in [*TABLES, "reproducibility", "stability"]:
+    for name in [*TABLES, "reproducibility", "stability", "profile"]:
         begin, end = f"<!-- precision_table.py: {name} begins -->", f"<!-- precision_table.py: {name} ends -->"
         if begin not in text or end not in text:
             sys.exit(f"{DOC}: no '{begin}' ... '{end}' markers: where should the {name} table go?")
         before, rest = text.split(begin, 1)
-        body = {"reproducibility": reproducibility, "stability": stability}.get(name, lambda: table(name))()
+        body = {"reproducibility": reproducibility, "stability": stability, "profile": profile}.get(
+            name, lambda: table(name))()
         text = before + begin + "\n" + body + "\n" + end + rest.split(end, 1)[1]
     return text
 
