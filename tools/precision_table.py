@@ -154,15 +154,15 @@ def profile() -> str:
     path = DATA / "profile-encode-avx2.json"
     if not path.is_file():
         return ""
-    d = json.loads(path.read_text())["dtypes"]
-    f, q = d["fp32"]["profile_s"], d["int8"]["profile_s"]
+    r = json.loads(path.read_text())
+    f, q = r["dtypes"]["fp32"]["profile_s"], r["dtypes"]["int8"]["profile_s"]
     tf, tq = sum(f.values()), sum(q.values())
     out = ["| part | fp32 (s) | fp32 (%) | int8 (s) | int8 (%) |", "|---|---|---|---|---|"]
     out += [f"| {label} | {f[k]:.2f} | {100 * f[k] / tf:.1f} | {q[k]:.2f} | {100 * q[k] / tq:.1f} |" for k, label in PROFILE]
     out.append(f"| total (profiled) | {tf:.2f} | 100 | {tq:.2f} | 100 |")
-    linear = f["linear_gemm"] + f["linear_rest"]
-    ceilings = [d["fp32"]["wall_s"] / d["int8"]["wall_s"], linear / q["linear_gemm"],
-                tf / (tf - linear + q["linear_gemm"]), tf / (tf - linear + linear / 2), tf / (tf - linear)]
+    c = r["ceiling"]  # bench/encode_profile.py's Amdahl figures (tests/test_precision_docs.py redoes them)
+    ceilings = [c[k] for k in ("speedup_wall", "gemm_speedup", "ceiling_free_quantisation", "ceiling_gemm_2x",
+                               "ceiling_gemm_free")]
     out += ["", "**The ceiling on the AVX2-only CPU.** Speed-ups over fp32 (x), from the parts above:", "",
             "| speed-up | measured (wall, no profiler) | the GEMM alone | int8, quantisation free | "
             "int8, GEMM at 2x fp32's, quantisation free | Linears free |", "|---|---|---|---|---|---|",
